@@ -1,0 +1,1 @@
+"""genbench: a benchmark suite for generative and discriminative models."""

@@ -1,0 +1,95 @@
+"""The one shared training loop for every torch model.
+
+A model supplies `step(batch, state) -> {loss_name: float}` that does its own optimiser updates
+(GANs need two), and the loop does the rest: seeding, the device, shuffled batches drawn from
+in-memory tensors on that device (no per-sample Python transforms), a tqdm progress bar, NaN
+checks, per-epoch loss curves and checkpoints.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable
+
+import torch
+from tqdm.auto import tqdm
+
+
+class TrainingDiverged(RuntimeError):
+    """A loss became NaN or infinite."""
+
+
+@dataclass
+class StepState:
+    epoch: int
+    step: int  # global step, counted from 0
+    generator: torch.Generator  # on the training device: use it for every random draw in `step`
+
+
+def seed_everything(seed: int) -> None:
+    torch.manual_seed(seed)
+    if torch.cuda.is_available():
+        torch.cuda.manual_seed_all(seed)
+
+
+def train_loop(
+    model_name: str,
+    step: Callable[[tuple[torch.Tensor, ...], StepState], dict[str, float]],
+    tensors: tuple[torch.Tensor, ...],
+    *,
+    epochs: int,
+    batch_size: int,
+    seed: int,
+    device: torch.device,
+    modules: dict[str, torch.nn.Module] | None = None,
+    checkpoint_path: str | Path | None = None,
+    drop_last: bool = True,
+) -> list[dict[str, float]]:
+    """Run `epochs` passes over `tensors` (moved to `device` once) and return the per-epoch history."""
+    seed_everything(seed)
+    tensors = tuple(t.to(device) for t in tensors)
+    n = len(tensors[0])
+    batch_size = min(batch_size, n)
+    generator = torch.Generator(device=device).manual_seed(seed)
+    shuffle_gen = torch.Generator().manual_seed(seed)
+    history: list[dict[str, float]] = []
+    global_step = 0
+    batches_per_epoch = n // batch_size if drop_last else math.ceil(n / batch_size)
+    checkpoint_path = checkpoint_path or os.environ.get("GENBENCH_CHECKPOINT")
+    bar = tqdm(total=epochs * batches_per_epoch, desc=f"train {model_name}", unit="step",
+               disable=os.environ.get("GENBENCH_PROGRESS", "1") == "0", mininterval=1.0)
+    for epoch in range(1, epochs + 1):
+        order = torch.randperm(n, generator=shuffle_gen).to(device)
+        sums: dict[str, float] = {}
+        for b in range(batches_per_epoch):
+            index = order[b * batch_size:(b + 1) * batch_size]
+            losses = step(tuple(t[index] for t in tensors), StepState(epoch, global_step, generator))
+            for key, value in losses.items():
+                value = float(value)
+                if not math.isfinite(value):
+                    bar.close()
+                    raise TrainingDiverged(
+                        f"{model_name}: loss '{key}' became {value} at epoch {epoch}, step {global_step} "
+                        f"(batch {b + 1} of {batches_per_epoch}); lower the learning rate or check the data"
+                    )
+                sums[key] = sums.get(key, 0.0) + value
+            global_step += 1
+            bar.update(1)
+        record = {"epoch": epoch, **{k: v / batches_per_epoch for k, v in sums.items()}}
+        history.append(record)
+        bar.set_postfix({k: f"{v:.4g}" for k, v in record.items() if k != "epoch"})
+        if checkpoint_path and modules:
+            save_checkpoint(checkpoint_path, modules, epoch, history)
+    bar.close()
+    return history
+
+
+def save_checkpoint(path: str | Path, modules: dict[str, torch.nn.Module], epoch: int, history: list) -> None:
+    from genbench.io import atomic_file
+
+    with atomic_file(path) as tmp:
+        torch.save({"epoch": epoch, "history": history,
+                    "state": {k: m.state_dict() for k, m in modules.items()}}, tmp)
