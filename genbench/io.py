@@ -12,7 +12,16 @@ from pathlib import Path
 from typing import Any, Iterator
 
 
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
 def _fsync_rename(tmp: Path, target: Path) -> None:
+    # mkstemp creates files 0600; give the output the permissions a plain open() would.
+    if tmp.is_file():
+        os.chmod(tmp, 0o666 & ~_umask())
     os.replace(tmp, target)
 
 
@@ -64,6 +73,7 @@ def atomic_directory(path: str | Path) -> Iterator[Path]:
     tmp = Path(tempfile.mkdtemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp"))
     try:
         yield tmp
+        os.chmod(tmp, 0o777 & ~_umask())
         if path.exists():
             shutil.rmtree(path)
         os.replace(tmp, path)

@@ -113,7 +113,7 @@ def run_prepare(params: dict[str, Any], dataset: str, root: str | Path = ".") ->
     check_selection(params, dataset=dataset)
     start = time.perf_counter()
     config = dict(section(params, f"datasets.{dataset}") or {})
-    config.setdefault("root", str(Path(root) / "data" / "raw"))
+    config.setdefault("root", str(Path(root) / "downloads"))  # raw files, outside the DVC outputs
     with atomic_directory(Paths(root).data(dataset)) as out:
         meta = prepare(dataset, config, out, seed=seed_of(params))
         meta["seconds"] = time.perf_counter() - start

@@ -102,7 +102,7 @@ def _find_idx_dir(name: str, data_dir: Path) -> tuple[Path, dict[str, Path]]:
         raise _unavailable(name, f"data_dir {data_dir} has the idx files in several subdirectories "
                                  f"({', '.join(str(d) for d, _ in below)}); point data_dir at one of them")
     if not below:
-        raise _unavailable(name, f"data_dir {data_dir} (nor its raw/ or other subdirectories) does not hold all of "
+        raise _unavailable(name, f"neither data_dir {data_dir} nor its subdirectories hold all of "
                                  f"{', '.join(IDX_FILES)} (plain or .gz)")
     return below[0]
 
@@ -254,19 +254,19 @@ def _load(name: str, data_dir: str | Path | None, download: bool, root: str | Pa
 
 
 @register_dataset("mnist")
-def load_mnist(*, data_dir: str | Path | None = None, download: bool = True, root: str | Path = "data/raw") -> RawDataset:
+def load_mnist(*, data_dir: str | Path | None = None, download: bool = True, root: str | Path = "downloads") -> RawDataset:
     """MNIST handwritten digits: 60 000 train / 10 000 test images, 1x28x28."""
     return _load("mnist", data_dir, download, root, [str(i) for i in range(10)])
 
 
 @register_dataset("fashion_mnist")
 def load_fashion_mnist(*, data_dir: str | Path | None = None, download: bool = True,
-                       root: str | Path = "data/raw") -> RawDataset:
+                       root: str | Path = "downloads") -> RawDataset:
     """Fashion-MNIST (Zalando): 60 000 train / 10 000 test images, 1x28x28, 10 clothing classes."""
     return _load("fashion_mnist", data_dir, download, root, FASHION_MNIST_CLASSES)
 
 
 @register_dataset("cifar10")
-def load_cifar10(*, data_dir: str | Path | None = None, download: bool = True, root: str | Path = "data/raw") -> RawDataset:
+def load_cifar10(*, data_dir: str | Path | None = None, download: bool = True, root: str | Path = "downloads") -> RawDataset:
     """CIFAR-10: 50 000 train / 10 000 test images, 3x32x32; class names from batches.meta."""
     return _load("cifar10", data_dir, download, root, None)

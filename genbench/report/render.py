@@ -10,6 +10,7 @@ import html
 
 import pandas as pd
 from matplotlib.figure import Figure
+from matplotlib.ticker import MaxNLocator
 
 from genbench.io import atomic_file
 from genbench.report.sections import Section
@@ -33,6 +34,21 @@ def _md_cell(text: str) -> str:
     return str(text).replace("|", "\\|").replace("\n", " ")
 
 
+def _is_number(text: str) -> bool:
+    try:
+        float(text)
+    except ValueError:
+        return False
+    return True
+
+
+def _md_table(table: pd.DataFrame) -> str:
+    """Numbers right-aligned, text left-aligned; cells stay the formatted strings."""
+    align = ["right" if all(_is_number(v) for v in table[c] if v != "") and (table[c] != "").any() else "left"
+             for c in table.columns]
+    return table.map(_md_cell).to_markdown(index=False, disable_numparse=True, colalign=align)
+
+
 def markdown(title: str, intro: list[str], sections: list[Section]) -> str:
     lines = [f"# {title}", ""]
     for paragraph in intro:
@@ -40,8 +56,7 @@ def markdown(title: str, intro: list[str], sections: list[Section]) -> str:
     for section in sections:
         lines += [f"## {section.title}", ""]
         if section.table is not None and not section.table.empty:
-            table = section.table.map(_md_cell)
-            lines += [table.to_markdown(index=False, disable_numparse=True), ""]
+            lines += [_md_table(section.table), ""]
         for warning in section.warnings:
             lines += [f"> **Warning:** {warning}", ""]
         for note in section.notes:
@@ -82,6 +97,7 @@ def curve_figure(curve: pd.DataFrame, title: str, path) -> None:
     finite = values[~pd.isna(values)]
     if len(finite) and (finite > 0).all() and finite.max() / finite.min() > 100:
         ax.set_yscale("log")
+    ax.xaxis.set_major_locator(MaxNLocator(integer=True))
     ax.set_xlabel("epoch")
     ax.set_ylabel("loss")
     ax.set_title(title)

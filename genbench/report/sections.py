@@ -14,10 +14,6 @@ from typing import Any
 
 import pandas as pd
 
-# Section keys as they appear in a record (and in its `not_applicable`), in report order.
-FAMILIES = ("classification", "likelihood", "fid", "anomaly")
-
-
 @dataclass
 class Section:
     title: str
@@ -63,14 +59,14 @@ def classification(records: list[dict]) -> list[Section]:
     if not measured:
         return []
     # The ECE depends on its bin count: put it in the header when all records agree.
-    bins = {r["classification"].get("ece_bins") for r in measured}
-    ece = f"ECE ↓ ({bins.pop()} bins)" if len(bins) == 1 else "ECE ↓"
+    bins = {r["classification"].get("ece_bins") for r in measured} - {None}
+    ece = f"ECE ↓ ({next(iter(bins))} bins)" if len(bins) == 1 else "ECE ↓"
     rows = []
     for r in measured:
         c = r["classification"]
         row = {"model": r["model"], "kind": r.get("kind"), "accuracy ↑": c.get("accuracy"),
                "log-loss ↓ (nats)": c.get("log_loss"), ece: c.get("ece")}
-        if ece == "ECE ↓":
+        if len(bins) > 1:
             row["ECE bins"] = c.get("ece_bins")
         rows.append(row | {"split": c.get("split"), "n (images)": c.get("n")})
     notes = [
@@ -126,7 +122,7 @@ def likelihood(records: list[dict]) -> list[Section]:
         title = f"Likelihood: {space} space" + (f" ({shape})" if shape else "")
         notes = [
             SPACE_NOTES.get(space, ""),
-            "Lower is better. Estimators: exact; lower_bound = a lower bound on the log-likelihood (ELBO, AIS "
+            "Lower is better. Estimators: exact = the model's own likelihood; lower_bound = a lower bound on the log-likelihood (ELBO, AIS "
             "for DBN), so the true NLL is at most the value shown; estimate = a stochastic estimate "
             "(AIS, importance sampling, Parzen) with the sample count shown. "
             "Never compare this table with another space's.",

@@ -1,0 +1,121 @@
+"""The registry contract, parametrised over every registered model: each capability it declares
+behaves as DESIGN.md says, on tiny data with a fast version of its hyperparameters."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from genbench.config import ConfigError
+from genbench.data import binarize, dequantize
+from genbench.models import create_model, model_names
+from genbench.models.base import Model, capabilities
+
+# Fast settings for the contract (the defaults in params.yaml are tuned for quality).
+FAST = {
+    "vae": {"epochs": 2, "iwae_samples": 20},
+    "dcgan": {"epochs": 2},
+}
+
+MODELS = model_names()
+
+
+def fitted(name, train, seed=0):
+    return create_model(name, FAST.get(name, {}), device="cpu").fit(train, seed=seed)
+
+
+def space_input(model, x, levels, seed=0):
+    space = model.likelihood_space
+    assert space in ("binary", "discrete")
+    gen = torch.Generator().manual_seed(seed)
+    return binarize(x, gen) if space == "binary" else dequantize(x, levels, gen)
+
+
+def test_registry_has_the_issue_models():
+    assert {"gmm", "logistic_regression", "vae", "dcgan"} <= set(MODELS)
+
+
+@pytest.mark.parametrize("name", MODELS)
+def test_contract(name, tiny_digits, tmp_path):
+    train, test = tiny_digits
+    model = fitted(name, train)
+    assert isinstance(model, Model)
+    caps = capabilities(model)
+    assert caps, f"{name} declares no capability"
+    assert model.kind in ("generative", "discriminative", "anomaly")
+    x = test.x[:20]
+    outputs = {}
+    if "generate" in caps:
+        samples = model.sample(16, generator=torch.Generator().manual_seed(1))
+        assert samples.shape == (16, *train.image_shape)
+        assert samples.dtype == torch.float32
+        assert samples.min() >= 0 and samples.max() <= 1 and torch.isfinite(samples).all()
+        outputs["sample"] = samples
+    if "density" in caps:
+        info = model.likelihood_info
+        assert info["estimator"] in ("exact", "lower_bound", "estimate") and info["method"]
+        lp = torch.as_tensor(model.log_prob(space_input(model, x, train.levels)))
+        assert lp.shape == (20,) and torch.isfinite(lp).all()
+        outputs["log_prob"] = lp
+    if "classify" in caps:
+        proba = np.asarray(model.predict_proba(x))
+        assert proba.shape == (20, 10)
+        np.testing.assert_allclose(proba.sum(1), 1, atol=1e-6)
+        outputs["proba"] = torch.as_tensor(proba)
+    if "detect" in caps:
+        score = torch.as_tensor(model.anomaly_score(x))
+        assert score.shape == (20,) and torch.isfinite(score).all()
+        outputs["anomaly"] = score
+    if "represent" in caps:
+        code = torch.as_tensor(model.encode(x))
+        assert code.ndim == 2 and len(code) == 20
+        outputs["encode"] = code
+
+    # save/load round trip gives equal outputs
+    model.save(tmp_path / name)
+    loaded = type(model).load(tmp_path / name)
+    again = _outputs(loaded, caps, x, train.levels)
+    for key, value in outputs.items():
+        torch.testing.assert_close(again[key], value, msg=f"{name}.{key} differs after save/load")
+
+    # same seed -> same result
+    twin = fitted(name, train)
+    for key, value in _outputs(twin, caps, x, train.levels).items():
+        torch.testing.assert_close(value, outputs[key], msg=f"{name}.{key} differs between two fits with one seed")
+
+
+def _outputs(model, caps, x, levels):
+    out = {}
+    if "generate" in caps:
+        out["sample"] = model.sample(16, generator=torch.Generator().manual_seed(1))
+    if "density" in caps:
+        out["log_prob"] = torch.as_tensor(model.log_prob(space_input(model, x, levels)))
+    if "classify" in caps:
+        out["proba"] = torch.as_tensor(np.asarray(model.predict_proba(x)))
+    if "detect" in caps:
+        out["anomaly"] = torch.as_tensor(model.anomaly_score(x))
+    if "represent" in caps:
+        out["encode"] = torch.as_tensor(model.encode(x))
+    return out
+
+
+@pytest.mark.parametrize("name", MODELS)
+def test_unknown_hyperparameter_is_named(name):
+    with pytest.raises(ConfigError, match=rf"models\.{name}.*no_such_knob"):
+        create_model(name, {"no_such_knob": 1})
+
+
+def test_wrong_type_and_range_name_the_key():
+    with pytest.raises(ConfigError, match=r"models\.gmm\.n_components.*int"):
+        create_model("gmm", {"n_components": "three"})
+    with pytest.raises(ConfigError, match=r"models\.gmm\.n_components.*>= 1"):
+        create_model("gmm", {"n_components": 0})
+    with pytest.raises(ConfigError, match=r"models\.gmm\.covariance_type.*one of"):
+        create_model("gmm", {"covariance_type": "banana"})
+
+
+def test_unknown_model_lists_registered_names():
+    with pytest.raises(ConfigError) as error:
+        create_model("transformer_xl", {})
+    assert "gmm" in str(error.value) and "vae" in str(error.value)
