@@ -23,19 +23,16 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from torchvision.utils import make_grid, save_image
 
 from genbench.config import ConfigError, check_type, section
 from genbench.data import get_loader
 from genbench.data.prepare import PreparedData, prepare
-from genbench.evaluator import EvaluatorNet, predict, train_evaluator, weights_sha256
 from genbench.io import atomic_directory, atomic_file, read_json, write_json, write_text
-from genbench.metrics import anomaly as anomaly_metrics
-from genbench.metrics.classification import classification_record
-from genbench.metrics.fid import frechet_distance
-from genbench.metrics.likelihood import model_input, nll_record
 from genbench.models import create_model
 from genbench.models.base import Model, capabilities, resolve_device
+
+# Each stage is a fresh process, and torchvision, torchmetrics and scikit-learn take seconds to
+# import on a small CPU: the stage functions import what they alone need.
 
 
 class Paths:
@@ -68,17 +65,20 @@ class Paths:
 
 
 def check_selection(params: dict[str, Any], dataset: str | None = None, model: str | None = None) -> None:
-    """Fail at once, listing registered names, on an unknown dataset or model."""
+    """Fail at once, listing registered names, on an unknown dataset or model anywhere in params.yaml."""
     from genbench.data import dataset_names
-    from genbench.models import get_model_class
+    from genbench.models import model_names
 
-    for name in section(params, "datasets") or {}:
-        get_loader(name)
-    for name in section(params, "models") or {}:
-        get_model_class(name)
-    if dataset is not None and dataset not in (params.get("datasets") or {}):
-        raise ConfigError(f"dataset '{dataset}' is not under 'datasets:' in params.yaml (registered: {', '.join(dataset_names())})")
-    if model is not None and model not in (params.get("models") or {}):
+    for key, known in (("datasets", dataset_names()), ("models", model_names())):
+        entries = section(params, key) or {}
+        if not isinstance(entries, dict):
+            raise ConfigError(f"params.yaml: '{key}' must be a mapping of names to settings")
+        unknown = sorted(set(entries) - set(known))
+        if unknown:
+            raise ConfigError(f"params.yaml: unknown {key[:-1]} name(s) {unknown} under '{key}:'; registered: {', '.join(known)}")
+    if dataset is not None and dataset not in params["datasets"]:
+        raise ConfigError(f"dataset '{dataset}' is not under 'datasets:' in params.yaml")
+    if model is not None and model not in params["models"]:
         raise ConfigError(f"model '{model}' is not under 'models:' in params.yaml")
 
 
@@ -122,6 +122,9 @@ def run_prepare(params: dict[str, Any], dataset: str, root: str | Path = ".") ->
 
 
 def run_evaluator(params: dict[str, Any], dataset: str, root: str | Path = ".") -> dict:
+    from genbench.evaluator import predict, train_evaluator, weights_sha256
+    from genbench.metrics.fid import frechet_distance
+
     check_selection(params, dataset=dataset)
     start = time.perf_counter()
     cfg = dict(params.get("evaluator") or {})
@@ -162,7 +165,9 @@ def run_evaluator(params: dict[str, Any], dataset: str, root: str | Path = ".") 
     return record
 
 
-def load_evaluator(directory: Path) -> tuple[EvaluatorNet, dict]:
+def load_evaluator(directory: Path) -> tuple[Any, dict]:
+    from genbench.evaluator import EvaluatorNet
+
     saved = torch.load(directory / "evaluator.pt", weights_only=True)
     net = EvaluatorNet(tuple(saved["image_shape"]), int(saved["num_classes"]), int(saved["feature_dim"]))
     net.load_state_dict(saved["state"])
@@ -208,6 +213,8 @@ def _load_model(paths: Paths, dataset: str, model_name: str) -> Model:
 
 
 def run_sample(params: dict[str, Any], dataset: str, model_name: str, root: str | Path = ".") -> dict:
+    from torchvision.utils import make_grid, save_image
+
     check_selection(params, dataset=dataset, model=model_name)
     paths = Paths(root)
     model = _load_model(paths, dataset, model_name)
@@ -249,6 +256,9 @@ def _check_images(model_name: str, images: torch.Tensor, n: int) -> None:
 
 def run_anomaly(params: dict[str, Any], dataset: str, model_name: str, root: str | Path = ".") -> dict:
     """One-class protocol: a fresh model per normal class, scored on the whole test split."""
+    from genbench.metrics import anomaly as anomaly_metrics
+    from genbench.metrics.likelihood import model_input
+
     check_selection(params, dataset=dataset, model=model_name)
     paths = Paths(root)
     start = time.perf_counter()
@@ -290,6 +300,10 @@ def run_anomaly(params: dict[str, Any], dataset: str, model_name: str, root: str
 
 
 def run_evaluate(params: dict[str, Any], dataset: str, model_name: str, root: str | Path = ".") -> dict:
+    from genbench.metrics.classification import classification_record
+    from genbench.metrics.fid import frechet_distance
+    from genbench.metrics.likelihood import model_input, nll_record
+
     check_selection(params, dataset=dataset, model=model_name)
     paths = Paths(root)
     start = time.perf_counter()

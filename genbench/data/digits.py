@@ -6,13 +6,13 @@ Ships with scikit-learn, so it needs no network: the embedded default dataset.
 from __future__ import annotations
 
 import numpy as np
-from sklearn.datasets import load_digits
-
 from genbench.data import RawDataset, register_dataset
 
 
 @register_dataset("digits")
 def load(**_: object) -> RawDataset:
+    from sklearn.datasets import load_digits  # slow to import: only the prepare stage needs it
+
     bunch = load_digits()
     images = bunch.images.astype(np.uint8)[:, None, :, :]  # values 0..16
     return RawDataset(

@@ -7,7 +7,6 @@ from typing import Any
 
 import numpy as np
 import torch
-from sklearn.model_selection import train_test_split
 
 from genbench.config import ConfigError, check_type
 from genbench.data import RawDataset, Split, binarize, get_loader, sha256
@@ -63,6 +62,8 @@ def prepare(name: str, config: dict[str, Any] | None, out_dir: str | Path, *, se
 
 
 def make_splits(raw: RawDataset, config: dict[str, Any], *, seed: int) -> dict[str, torch.Tensor]:
+    from sklearn.model_selection import train_test_split  # slow to import: only the prepare stage needs it
+
     x, y = raw.train_images, raw.train_labels
     if raw.test_images is None:
         x, x_test, y, y_test = train_test_split(x, y, test_size=config["test_fraction"], random_state=seed, stratify=y)
