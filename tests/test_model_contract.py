@@ -9,20 +9,14 @@ import torch
 
 from genbench.config import ConfigError
 from genbench.data import binarize, dequantize
-from genbench.models import create_model, model_names
+from genbench.models import create_model, get_model_class, model_names
 from genbench.models.base import Model, capabilities
-
-# Fast settings for the contract (the defaults in params.yaml are tuned for quality).
-FAST = {
-    "vae": {"epochs": 2, "iwae_samples": 20},
-    "dcgan": {"epochs": 2},
-}
 
 MODELS = model_names()
 
 
 def fitted(name, train, seed=0):
-    return create_model(name, FAST.get(name, {}), device="cpu").fit(train, seed=seed)
+    return create_model(name, get_model_class(name).fast_params, device="cpu").fit(train, seed=seed)
 
 
 def space_input(model, x, levels, seed=0):

@@ -31,11 +31,14 @@ class Model:
       kind: "generative", "discriminative" or "anomaly" (the report groups by it)
       constraints: {hyperparameter: dict(low=..., high=..., choices=...)}
       likelihood_space: "binary" or "discrete", for models with `log_prob`
+      fast_params: hyperparameter overrides for a quick smoke fit (the contract tests and the
+        end-to-end test use them; the defaults are tuned for quality)
     """
 
     name: str = "?"
     kind: str = "generative"
     constraints: dict[str, dict[str, Any]] = {}
+    fast_params: dict[str, Any] = {}
     runtime_keys = ("device",)
 
     @classmethod

@@ -39,6 +39,7 @@ class DCGAN(Model):
     batch_size, lr and beta1 (Adam, both networks). `device` is a runtime setting.
     """
 
+    fast_params = {"epochs": 2, "base_channels": 8}
     constraints = {
         "latent_dim": {"low": 1},
         "base_channels": {"low": 1},

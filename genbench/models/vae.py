@@ -95,6 +95,7 @@ class VAE(Model):
     log-likelihood). `device` is a runtime setting.
     """
 
+    fast_params = {"epochs": 2, "iwae_samples": 20, "hidden_dim": 32}
     constraints = {
         "latent_dim": {"low": 1},
         "hidden_dim": {"low": 1},
