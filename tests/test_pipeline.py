@@ -1,0 +1,108 @@
+"""The stages' behaviour on bad input and interruption, without DVC."""
+
+from __future__ import annotations
+
+import math
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+import yaml
+
+from genbench import pipeline
+from genbench.cli import main
+from genbench.io import atomic_directory
+from genbench.training import TrainingDiverged, train_loop
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def test_nan_loss_names_model_epoch_and_step():
+    calls = []
+
+    def step(batch, state):
+        calls.append(state.step)
+        return {"loss": float("nan") if state.step == 5 else 1.0}
+
+    with pytest.raises(TrainingDiverged, match=r"toy: loss 'loss' became nan at epoch 2, step 5"):
+        train_loop("toy", step, (torch.zeros(12, 1),), epochs=3, batch_size=4, seed=0, device=torch.device("cpu"))
+    assert calls[-1] == 5
+
+
+def test_failed_stage_leaves_no_output(tmp_path):
+    target = tmp_path / "models" / "digits" / "vae"
+    with pytest.raises(RuntimeError):
+        with atomic_directory(target) as out:
+            (out / "model.pt").write_text("half")
+            raise RuntimeError("killed")
+    assert not target.exists()
+    assert not list(target.parent.iterdir()), "temporary directory left behind"
+
+
+def _params(tmp_path: Path, **override) -> Path:
+    params = yaml.safe_load((ROOT / "params.yaml").read_text())
+    params["models"] = {"gmm": {"n_components": 1}, "vae": {"epochs": 300, "hidden_dim": 512}}
+    params["evaluator"]["epochs"] = 1
+    params.update(override)
+    path = tmp_path / "params.yaml"
+    path.write_text(yaml.safe_dump(params))
+    return path
+
+
+def test_killed_training_leaves_nothing_a_rerun_would_trust(tmp_path):
+    params = _params(tmp_path)
+    assert main(["--params", str(params), "--root", str(tmp_path), "prepare", "digits"]) == 0
+    env = {**os.environ, "GENBENCH_PROGRESS": "0"}
+    process = subprocess.Popen([sys.executable, "-m", "genbench.cli", "--params", str(params), "--root", str(tmp_path),
+                                "train", "digits", "vae"], env=env, start_new_session=True)
+    model_dir = tmp_path / "models" / "digits"
+    deadline = time.time() + 120
+    while time.time() < deadline and not any(model_dir.glob(".vae.*.tmp")):
+        time.sleep(0.2)  # wait until training has started writing
+    assert any(model_dir.glob(".vae.*.tmp")), "training never started"
+    os.killpg(process.pid, signal.SIGKILL)
+    process.wait()
+    assert not (model_dir / "vae").exists()
+    assert not (tmp_path / "curves" / "digits" / "vae.csv").exists()
+    # the next run clears the dead run's temporary directory
+    with atomic_directory(model_dir / "vae"):
+        pass
+    assert not any(model_dir.glob(".vae.*.tmp"))
+
+
+def test_unknown_names_fail_at_once_listing_registered(tmp_path, capsys):
+    params = _params(tmp_path)
+    data = yaml.safe_load(params.read_text())
+    data["models"]["stylegan9"] = {}
+    params.write_text(yaml.safe_dump(data))
+    assert main(["--params", str(params), "--root", str(tmp_path), "train", "digits", "gmm"]) == 1
+    err = capsys.readouterr().err
+    assert "stylegan9" in err and "gmm" in err and "vae" in err and "registered" in err
+    data["models"].pop("stylegan9")
+    data["datasets"]["imagenet"] = {}
+    params.write_text(yaml.safe_dump(data))
+    assert main(["--params", str(params), "--root", str(tmp_path), "prepare", "digits"]) == 1
+    err = capsys.readouterr().err
+    assert "imagenet" in err and "digits" in err and "fashion_mnist" in err
+
+
+def test_bad_hyperparameter_names_the_key(tmp_path, capsys):
+    params = _params(tmp_path)
+    data = yaml.safe_load(params.read_text())
+    data["models"]["gmm"]["n_components"] = "many"
+    params.write_text(yaml.safe_dump(data))
+    assert main(["--params", str(params), "--root", str(tmp_path), "train", "digits", "gmm"]) == 1
+    assert "models.gmm.n_components" in capsys.readouterr().err
+
+
+def test_missing_dataset_says_how_to_provide_it(tmp_path, capsys):
+    params = _params(tmp_path, datasets={"mnist": {"download": False}})
+    assert main(["--params", str(params), "--root", str(tmp_path), "prepare", "mnist"]) == 1
+    err = capsys.readouterr().err
+    assert "data_dir" in err and "train-images-idx3-ubyte" in err
+    assert not (tmp_path / "data" / "mnist").exists()
