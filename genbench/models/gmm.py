@@ -21,6 +21,7 @@ from genbench.models.base import Model, check_fitted, flat
 @register("gmm")
 class GMM(Model):
     kind = "generative"
+    fast_params = {"n_components": 1, "max_iter": 20}
     likelihood_space = "discrete"
     constraints = {
         "n_components": {"low": 1},
@@ -36,6 +37,11 @@ class GMM(Model):
         self.reg_covar = reg_covar
         self.max_iter = max_iter
         self.class_conditional = class_conditional
+
+    @property
+    def conditional(self) -> bool:
+        """Samples a chosen class (the sample grid gets one row per class)."""
+        return len(getattr(self, "classes_", [])) > 1
 
     @property
     def likelihood_info(self) -> dict:
