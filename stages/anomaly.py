@@ -1,7 +1,9 @@
-"""DVC stage `anomaly`: a thin CLI over genbench.pipeline.run_anomaly (see `genbench anomaly --help`)."""
+"""DVC stage `anomaly`: a thin CLI over genbench.pipeline.run_anomaly (see `genbench anomaly --help`).
+
+Runs through genbench.launcher, which forks it from a warm interpreter when one is running."""
 
 import sys
 
-from genbench.cli import main
+from genbench.launcher import run_stage
 
-sys.exit(main(["anomaly", *sys.argv[1:]]))
+sys.exit(run_stage("anomaly", sys.argv[1:]))

@@ -1,7 +1,9 @@
-"""DVC stage `evaluate`: a thin CLI over genbench.pipeline.run_evaluate (see `genbench evaluate --help`)."""
+"""DVC stage `evaluate`: a thin CLI over genbench.pipeline.run_evaluate (see `genbench evaluate --help`).
+
+Runs through genbench.launcher, which forks it from a warm interpreter when one is running."""
 
 import sys
 
-from genbench.cli import main
+from genbench.launcher import run_stage
 
-sys.exit(main(["evaluate", *sys.argv[1:]]))
+sys.exit(run_stage("evaluate", sys.argv[1:]))

@@ -1,7 +1,9 @@
-"""DVC stage `prepare`: a thin CLI over genbench.pipeline.run_prepare (see `genbench prepare --help`)."""
+"""DVC stage `prepare`: a thin CLI over genbench.pipeline.run_prepare (see `genbench prepare --help`).
+
+Runs through genbench.launcher, which forks it from a warm interpreter when one is running."""
 
 import sys
 
-from genbench.cli import main
+from genbench.launcher import run_stage
 
-sys.exit(main(["prepare", *sys.argv[1:]]))
+sys.exit(run_stage("prepare", sys.argv[1:]))

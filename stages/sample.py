@@ -1,7 +1,9 @@
-"""DVC stage `sample`: a thin CLI over genbench.pipeline.run_sample (see `genbench sample --help`)."""
+"""DVC stage `sample`: a thin CLI over genbench.pipeline.run_sample (see `genbench sample --help`).
+
+Runs through genbench.launcher, which forks it from a warm interpreter when one is running."""
 
 import sys
 
-from genbench.cli import main
+from genbench.launcher import run_stage
 
-sys.exit(main(["sample", *sys.argv[1:]]))
+sys.exit(run_stage("sample", sys.argv[1:]))
