@@ -1,14 +1,21 @@
 import os
 
-import pytest
-import torch
+# One thread everywhere: the test models are tiny, and two threads on a 2-core machine that is
+# doing anything else slow small BLAS and torch calls down by orders of magnitude.
+for _var in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
+    os.environ.setdefault(_var, "1")
+
+import pytest  # noqa: E402
+import torch  # noqa: E402
+from threadpoolctl import threadpool_limits  # noqa: E402
 
 from genbench.data import Split
 from genbench.data.digits import load
 from genbench.data.prepare import make_splits
 
 os.environ.setdefault("GENBENCH_PROGRESS", "0")
-torch.set_num_threads(2)
+torch.set_num_threads(1)
+threadpool_limits(1)
 
 
 @pytest.fixture(scope="session")
