@@ -102,7 +102,11 @@ def _start_server() -> None:
         fd = os.open(pid_file, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o600)
     except FileExistsError:
         return
-    process = subprocess.Popen([sys.executable, "-m", "genbench.launcher", "serve"], start_new_session=True,
+    # Started from this checkout's root, so that the server computes the same socket path and its
+    # children import this checkout's genbench, whatever the working directory.
+    root = Path(__file__).resolve().parents[1]
+    code = f"import sys; sys.path.insert(0, {str(root)!r}); from genbench.launcher import serve; serve()"
+    process = subprocess.Popen([sys.executable, "-c", code], start_new_session=True,
                                stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     os.write(fd, str(process.pid).encode())
     os.close(fd)

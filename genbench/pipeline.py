@@ -225,14 +225,19 @@ def run_sample(params: dict[str, Any], dataset: str, model_name: str, root: str 
         else:
             start = time.perf_counter()
             generator = torch.Generator().manual_seed(seed)
-            samples = model.sample(proto["fid_samples"], generator=generator)
-            _check_images(model_name, samples, proto["fid_samples"])
+            conditional = bool(getattr(model, "conditional", False))
+            meta = read_json(paths.data(dataset) / "meta.json")
+            classes = meta["num_classes"]
+            n = proto["fid_samples"]
+            # Conditional models draw balanced classes, and keep the labels for CAS.
+            labels = torch.arange(n) % classes if conditional else None
+            samples = model.sample(n, y=labels, generator=generator) if conditional else model.sample(n, generator=generator)
+            _check_images(model_name, samples, n)
             seconds = time.perf_counter() - start
             torch.save(samples, out / "samples.pt")
-            conditional = bool(getattr(model, "conditional", False))
+            if labels is not None:
+                torch.save(labels, out / "labels.pt")
             if conditional:  # one row per class
-                meta = read_json(paths.data(dataset) / "meta.json")
-                classes = meta["num_classes"]
                 per_row = max(1, proto["grid_samples"] // classes)
                 y = torch.arange(classes).repeat_interleave(per_row)
                 grid = model.sample(len(y), y=y, generator=torch.Generator().manual_seed(seed))
@@ -241,8 +246,15 @@ def run_sample(params: dict[str, Any], dataset: str, model_name: str, root: str 
                 grid, nrow = samples[: proto["grid_samples"]], int(math.sqrt(proto["grid_samples"]))
             with atomic_file(out / "grid.png") as tmp:
                 save_image(make_grid(grid, nrow=nrow, padding=1, pad_value=0.5), tmp, format="png")
+            figures = {}
+            if callable(getattr(model, "figures", None)):
+                test = PreparedData(paths.data(dataset)).split("test")
+                for name, (images, per_row_fig) in model.figures(test, generator=torch.Generator().manual_seed(seed)).items():
+                    with atomic_file(out / f"figure-{name}.png") as tmp:
+                        save_image(make_grid(images.clamp(0, 1), nrow=per_row_fig, padding=1, pad_value=0.5), tmp, format="png")
+                    figures[name] = f"figure-{name}.png"
             info = {"capable": True, "n": len(samples), "seed": seed, "sample_seconds": seconds,
-                    "conditional_grid": conditional, "image_shape": list(samples.shape[1:])}
+                    "conditional": conditional, "image_shape": list(samples.shape[1:]), "figures": figures}
         write_json(out / "info.json", info)
     return info
 
@@ -300,9 +312,11 @@ def run_anomaly(params: dict[str, Any], dataset: str, model_name: str, root: str
 
 
 def run_evaluate(params: dict[str, Any], dataset: str, model_name: str, root: str | Path = ".") -> dict:
+    from genbench.evaluator import predict
     from genbench.metrics.classification import classification_record
     from genbench.metrics.fid import frechet_distance
     from genbench.metrics.likelihood import model_input, nll_record
+    from genbench.metrics.representation import linear_probe
 
     check_selection(params, dataset=dataset, model=model_name)
     paths = Paths(root)
@@ -329,19 +343,23 @@ def run_evaluate(params: dict[str, Any], dataset: str, model_name: str, root: st
             record["likelihood_extra"] = [nll_record(torch.as_tensor(model.elbo(x)), info=model.elbo_info, **common)]
     else:
         record["not_applicable"]["likelihood"] = "no log_prob()"
+    if "represent" in caps:
+        record["linear_probe"] = linear_probe(model, data.split("train"), test, seed=seed)
+    net, evaluator = load_evaluator(paths.evaluator(dataset))
     samples_info = read_json(paths.samples(dataset, model_name) / "info.json")
     if samples_info["capable"]:
-        net, evaluator = load_evaluator(paths.evaluator(dataset))
-        samples = torch.load(paths.samples(dataset, model_name) / "samples.pt", weights_only=True)
-        reference = data.split(proto["fid_reference_split"])
-        record["fid"] = {
-            "value": frechet_distance(net, evaluator["feature_dim"], reference.x, samples),
-            "features": "evaluator-cnn", "features_sha256": evaluator["sha256"], "feature_dim": evaluator["feature_dim"],
-            "n_generated": len(samples), "n_reference": len(reference), "reference_split": proto["fid_reference_split"],
-            "seed": seed,
-        }
+        record.update(sample_quality(params, paths, dataset, model_name, data, net, evaluator))
     else:
-        record["not_applicable"]["fid"] = samples_info["reason"]
+        for key in ("fid", "prdc", "memorisation"):
+            record["not_applicable"][key] = samples_info["reason"]
+    if callable(getattr(model, "extra_metrics", None)):
+        def classify(images: torch.Tensor) -> torch.Tensor:
+            return predict(net, images).argmax(1)
+
+        def fid(real: torch.Tensor, fake: torch.Tensor) -> float:
+            return frechet_distance(net, evaluator["feature_dim"], real, fake)
+
+        record["extra"] = model.extra_metrics(test, classify=classify, fid=fid)
     anomaly = read_json(paths.anomaly(dataset, model_name))
     if "skipped" in anomaly:
         record["not_applicable"]["anomaly"] = anomaly["skipped"]
@@ -358,6 +376,38 @@ def run_evaluate(params: dict[str, Any], dataset: str, model_name: str, root: st
     record["cost"] = cost
     write_json(paths.metrics(dataset, model_name), record)
     return record
+
+
+def sample_quality(params: dict[str, Any], paths: Paths, dataset: str, model_name: str, data: PreparedData,
+                   net: torch.nn.Module, evaluator: dict) -> dict[str, dict]:
+    """FID, precision/recall/density/coverage, memorisation, and CAS for conditional samples."""
+    from genbench.metrics.fid import frechet_distance
+    from genbench.metrics.sample_quality import classification_accuracy_score, evaluator_features, memorisation, prdc
+
+    proto, seed = protocol(params), seed_of(params)
+    directory = paths.samples(dataset, model_name)
+    samples = torch.load(directory / "samples.pt", weights_only=True)
+    reference = data.split(proto["fid_reference_split"])
+    features = {"features": "evaluator-cnn", "features_sha256": evaluator["sha256"], "feature_dim": evaluator["feature_dim"],
+                "reference_split": proto["fid_reference_split"], "seed": seed}
+    out = {"fid": {"value": frechet_distance(net, evaluator["feature_dim"], reference.x, samples),
+                   "n_generated": len(samples), "n_reference": len(reference), **features}}
+    k = check_type("protocol.prdc_k", proto.get("prdc_k", 5), int, low=1)
+    out["prdc"] = {**prdc(evaluator_features(net, reference.x), evaluator_features(net, samples), k=k),
+                   "method": "Kynkäänniemi et al. 2019 (precision, recall); Naeem et al. 2020 (density, coverage)",
+                   **features}
+    out["memorisation"] = {**memorisation(data.split("train").x, data.split("test").x, samples),
+                           "space": "pixels (L2)", "seed": seed}
+    if (directory / "labels.pt").exists():
+        cfg = dict(params.get("evaluator") or {})
+        cas = classification_accuracy_score(
+            samples, torch.load(directory / "labels.pt", weights_only=True), data.split("test"),
+            image_shape=tuple(samples.shape[1:]), num_classes=data.num_classes,
+            feature_dim=evaluator["feature_dim"], epochs=cfg.get("epochs", 30), batch_size=cfg.get("batch_size", 64),
+            lr=cfg.get("lr", 1e-3), seed=seed, device=device_of(params))
+        out["cas"] = {**cas, "real_data_accuracy": evaluator["test_accuracy"], "split": "test",
+                      "classifier": "the evaluator architecture and training recipe (Ravuri & Vinyals 2019)"}
+    return out
 
 
 def run_report(params: dict[str, Any], root: str | Path = ".") -> dict:

@@ -3,7 +3,9 @@
 Runs through genbench.launcher, which forks it from a warm interpreter when one is running."""
 
 import sys
+from pathlib import Path
 
-from genbench.launcher import run_stage
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # this checkout's genbench: the code DVC tracks
+from genbench.launcher import run_stage  # noqa: E402
 
 sys.exit(run_stage("sample", sys.argv[1:]))

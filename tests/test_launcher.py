@@ -32,7 +32,7 @@ def test_server_preloads_no_genbench_code():
 @pytest.fixture(scope="module")
 def server():
     env = {**os.environ, "GENBENCH_STAGE_SERVER_IDLE": "30"}
-    process = subprocess.Popen([sys.executable, "-m", "genbench.launcher", "serve"], env=env,
+    process = subprocess.Popen([sys.executable, "-c", "from genbench.launcher import serve; serve()"], env=env,
                                start_new_session=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     path = launcher.socket_path()
     deadline = time.time() + 180
@@ -79,6 +79,24 @@ def test_same_numbers_as_in_process(server, tmp_path, monkeypatch):
     torch.testing.assert_close(remote.log_prob(x), local.log_prob(x), rtol=0, atol=0)
     assert json.loads((tmp_path / "remote/models/digits/gmm/train.json").read_text())["hyperparameters"] == \
         json.loads((tmp_path / "local/models/digits/gmm/train.json").read_text())["hyperparameters"]
+
+
+def test_stage_script_runs_its_own_checkouts_code(tmp_path):
+    """A copy of the repository run with this venv uses the copy's genbench (the files DVC tracks there)."""
+    import shutil
+
+    copy = tmp_path / "copy"
+    shutil.copytree(ROOT / "genbench", copy / "genbench", ignore=shutil.ignore_patterns("__pycache__"))
+    shutil.copytree(ROOT / "stages", copy / "stages")
+    (copy / "genbench" / "models" / "zz_only_in_copy.py").write_text(
+        "from genbench.models import register\nfrom genbench.models.base import Model\n\n"
+        "@register('zz_only_in_copy')\nclass Marker(Model):\n    pass\n")
+    (copy / "params.yaml").write_text(yaml.safe_dump({"datasets": {"digits": {}}, "models": {"zz_only_in_copy": {}}}))
+    env = {**os.environ, "GENBENCH_STAGE_SERVER": "0"}
+    result = subprocess.run([sys.executable, "stages/train.py", "digits", "zz_only_in_copy"], cwd=copy, env=env,
+                            capture_output=True, text=True)
+    assert result.returncode == 1
+    assert "unknown model" not in result.stderr and "splits.pt is missing" in result.stderr, result.stderr
 
 
 def test_disabled_server_runs_in_process(monkeypatch, capfd):

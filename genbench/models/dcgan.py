@@ -13,7 +13,15 @@ networks are in `genbench.models.nets`, sized from the image shape.
 Capabilities: `sample`, and `anomaly_score(x)` = minus the discriminator's logit: an image the
 discriminator finds unlike the training data (a low "real" logit) scores high. This is a heuristic
 score, not a likelihood: the discriminator of a GAN is trained to tell real from generated images,
-and its output on images unlike both is not calibrated. A GAN has no `log_prob`.
+and its output on images unlike both is not calibrated.
+
+A GAN has no tractable likelihood: `log_prob` is the Parzen-window estimate (`genbench.models.parzen`,
+as in Goodfellow et al. 2014, Table 1) in the "discrete" likelihood space: a Gaussian kernel density
+on [0, 1]^D centred on `parzen_samples` generated images (as the generator outputs them, not mapped
+to the intensity lattice), evaluated on dequantised images. Its bandwidth is chosen on a held-out
+slice (`parzen_holdout`) of the training images given to `fit`, dequantised; the GAN trains on the
+rest, so it never sees validation or test data and the bandwidth is chosen on images it was not
+trained on.
 """
 
 from __future__ import annotations
@@ -21,10 +29,11 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-from genbench.data import Split
+from genbench.data import Split, dequantize
 from genbench.models import register
 from genbench.models.base import Model, check_fitted, resolve_device
-from genbench.models.nets import DCGANDiscriminator, DCGANGenerator
+from genbench.models.nets import DCGANDiscriminator, DCGANGenerator, holdout_indices
+from genbench.models.parzen import ParzenWindow
 from genbench.training import seed_everything, train_loop
 
 EVAL_BATCH = 256  # images per inference batch
@@ -36,10 +45,13 @@ class DCGAN(Model):
 
     Hyperparameters: latent_dim (size of z ~ N(0, I)), base_channels (width of the first
     discriminator and last generator layer; it doubles at each resolution halving), epochs,
-    batch_size, lr and beta1 (Adam, both networks). `device` is a runtime setting.
+    batch_size, lr and beta1 (Adam, both networks), parzen_samples (generated images of the Parzen
+    log-likelihood estimate), parzen_holdout (fraction of the training images held out to choose
+    its bandwidth). `device` is a runtime setting.
     """
 
-    fast_params = {"epochs": 2, "base_channels": 8}
+    likelihood_space = "discrete"
+    fast_params = {"epochs": 2, "base_channels": 8, "parzen_samples": 200}
     constraints = {
         "latent_dim": {"low": 1},
         "base_channels": {"low": 1},
@@ -47,21 +59,32 @@ class DCGAN(Model):
         "batch_size": {"low": 2},  # batch norm needs more than one image per batch
         "lr": {"low": 0.0},
         "beta1": {"low": 0.0, "high": 1.0},
+        "parzen_samples": {"low": 1},
+        "parzen_holdout": {"low": 0.0, "high": 0.9},
     }
 
     def __init__(self, latent_dim: int = 32, base_channels: int = 32, epochs: int = 60,
-                 batch_size: int = 64, lr: float = 2e-4, beta1: float = 0.5, device: str = "auto"):
+                 batch_size: int = 64, lr: float = 2e-4, beta1: float = 0.5, parzen_samples: int = 10000,
+                 parzen_holdout: float = 0.1, device: str = "auto"):
         self.latent_dim = latent_dim
         self.base_channels = base_channels
         self.epochs = epochs
         self.batch_size = batch_size
         self.lr = lr
         self.beta1 = beta1
+        self.parzen_samples = parzen_samples
+        self.parzen_holdout = parzen_holdout
         self.device = device
+
+    @property
+    def likelihood_info(self) -> dict:
+        check_fitted(self, "parzen_")
+        return self.parzen_.info(self.parzen_samples)
 
     def fit(self, train: Split, *, seed: int) -> "DCGAN":
         device = resolve_device(self.device)
         self.image_shape_ = train.image_shape
+        kept, held_out = holdout_indices(len(train), self.parzen_holdout, seed)
         seed_everything(seed)  # the initial weights depend on the seed alone
         self.generator_ = DCGANGenerator(train.image_shape, self.latent_dim, self.base_channels).to(device)
         self.discriminator_ = DCGANDiscriminator(train.image_shape, self.base_channels).to(device)
@@ -95,12 +118,20 @@ class DCGAN(Model):
                     "d_real": torch.sigmoid(logit_real).mean().item(),  # mean D(x)
                     "d_fake": torch.sigmoid(logit_fake).mean().item()}  # mean D(G(z)) before the D step
 
-        self.history_ = train_loop("dcgan", step, (train.x.float(),), epochs=self.epochs,
+        self.history_ = train_loop("dcgan", step, (train.x[kept].float(),), epochs=self.epochs,
                                    batch_size=self.batch_size, seed=seed, device=device,
                                    modules={"generator": self.generator_, "discriminator": self.discriminator_})
         self.generator_.eval()
         self.discriminator_.eval()
+        self._fit_parzen(train, held_out if len(held_out) else kept, seed)
         return self
+
+    def _fit_parzen(self, train: Split, held_out: torch.Tensor, seed: int) -> None:
+        """The Parzen window on `parzen_samples` generated images, bandwidth by the mean
+        log-density of the dequantised held-out training images."""
+        samples = self.sample(self.parzen_samples, generator=torch.Generator().manual_seed(seed))
+        validation = dequantize(train.x[held_out].float(), train.levels, generator=torch.Generator().manual_seed(seed))
+        self.parzen_ = ParzenWindow().fit(samples, validation)
 
     def _device(self) -> torch.device:
         return next(self.generator_.parameters()).device
@@ -116,6 +147,11 @@ class DCGAN(Model):
         z = torch.randn((n, self.latent_dim), generator=generator)
         return torch.cat([self.generator_(z[i:i + EVAL_BATCH].to(self._device())).cpu()
                           for i in range(0, n, EVAL_BATCH)]).reshape(n, *self.image_shape_)
+
+    def log_prob(self, x: torch.Tensor) -> torch.Tensor:
+        """Parzen-window estimate of the log-density of dequantised images on [0, 1]^D, (N,) nats."""
+        check_fitted(self, "parzen_")
+        return self.parzen_.log_prob(x.float())
 
     @torch.no_grad()
     def anomaly_score(self, x: torch.Tensor) -> torch.Tensor:

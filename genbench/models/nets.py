@@ -127,3 +127,93 @@ class DCGANDiscriminator(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         h = self.features(2.0 * x - 1.0)
         return self.logit(h.flatten(1)).squeeze(1)
+
+
+class ConvEncoder(nn.Module):
+    """Images (N, C, H, W) in [0, 1] -> codes (N, out_dim): the DCGAN discriminator's stride-2
+    convolutions (without batch norm, so a code depends on its own image only) and a linear layer.
+
+    The mirror image of `DCGANGenerator` with the same `width`, used as the encoder of the
+    convolutional autoencoder.
+    """
+
+    def __init__(self, image_shape: tuple[int, int, int], out_dim: int, width: int = 32):
+        super().__init__()
+        channels, height, width_px = image_shape
+        stages = max(upsampling_stages(min(height, width_px)), 1)
+        layers: list[nn.Module] = []
+        ch_in, ch_out = channels, width
+        for _ in range(stages):
+            layers += [nn.Conv2d(ch_in, ch_out, 4, stride=2, padding=1), nn.LeakyReLU(0.2, inplace=True)]
+            height, width_px = height // 2, width_px // 2
+            ch_in, ch_out = ch_out, ch_out * 2
+        self.features = nn.Sequential(*layers)
+        self.out = nn.Linear(ch_in * max(height, 1) * max(width_px, 1), out_dim)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.out(self.features(2.0 * x - 1.0).flatten(1))
+
+
+def holdout_indices(n: int, fraction: float, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """A seeded random split of range(n) into (kept, held out), about `fraction` held out.
+
+    At least one index is held out and at least one kept when n >= 2 (GANs hold out a slice of the
+    training images to choose the bandwidth of their Parzen-window likelihood estimate).
+    """
+    order = torch.randperm(n, generator=torch.Generator().manual_seed(seed))
+    held = min(max(1, round(fraction * n)), n - 1) if n >= 2 else 0
+    return order[held:].sort().values, order[:held].sort().values
+
+
+class MLPGenerator(nn.Module):
+    """z (N, latent_dim), optionally labels y (N,) -> images (N, C, H, W) in [0, 1].
+
+    Two hidden layers with batch norm and LeakyReLU(0.2), a sigmoid output. With `num_classes`, a
+    learned label embedding of size `embed_dim` is concatenated to z (the conditional GAN of Mirza
+    & Osindero 2014, "Conditional generative adversarial nets").
+    """
+
+    def __init__(self, image_shape: tuple[int, int, int], latent_dim: int, hidden_dim: int,
+                 num_classes: int = 0, embed_dim: int = 0):
+        super().__init__()
+        self.image_shape = tuple(image_shape)
+        dim = math.prod(image_shape)
+        self.embed = nn.Embedding(num_classes, embed_dim) if num_classes else None
+        n_in = latent_dim + (embed_dim if num_classes else 0)
+        self.net = nn.Sequential(
+            nn.Linear(n_in, hidden_dim), nn.BatchNorm1d(hidden_dim), nn.LeakyReLU(0.2),
+            nn.Linear(hidden_dim, hidden_dim), nn.BatchNorm1d(hidden_dim), nn.LeakyReLU(0.2),
+            nn.Linear(hidden_dim, dim),
+        )
+
+    def forward(self, z: torch.Tensor, y: torch.Tensor | None = None) -> torch.Tensor:
+        if self.embed is not None:
+            z = torch.cat([z, self.embed(y)], dim=1)
+        return torch.sigmoid(self.net(z)).reshape(len(z), *self.image_shape)
+
+
+class MLPDiscriminator(nn.Module):
+    """Images (N, C, H, W) in [0, 1], optionally labels y (N,) -> real-vs-fake logits (N,).
+
+    Inputs mapped to [-1, 1] and flattened; two hidden layers with LeakyReLU(0.2) and dropout. With
+    `num_classes`, a learned label embedding is concatenated to the flattened image (Mirza &
+    Osindero 2014).
+    """
+
+    def __init__(self, image_shape: tuple[int, int, int], hidden_dim: int, dropout: float = 0.0,
+                 num_classes: int = 0, embed_dim: int = 0):
+        super().__init__()
+        dim = math.prod(image_shape)
+        self.embed = nn.Embedding(num_classes, embed_dim) if num_classes else None
+        n_in = dim + (embed_dim if num_classes else 0)
+        self.net = nn.Sequential(
+            nn.Linear(n_in, hidden_dim), nn.LeakyReLU(0.2), nn.Dropout(dropout),
+            nn.Linear(hidden_dim, hidden_dim), nn.LeakyReLU(0.2), nn.Dropout(dropout),
+            nn.Linear(hidden_dim, 1),
+        )
+
+    def forward(self, x: torch.Tensor, y: torch.Tensor | None = None) -> torch.Tensor:
+        h = 2.0 * x.flatten(1) - 1.0
+        if self.embed is not None:
+            h = torch.cat([h, self.embed(y)], dim=1)
+        return self.net(h).squeeze(1)

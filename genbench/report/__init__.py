@@ -46,6 +46,7 @@ LEADERBOARD_FIELDS = {
     "anomaly_auroc": "anomaly.auroc_mean",
     "train_seconds": "cost.train_seconds",
     "total_seconds": "cost.total_seconds",
+    "linear_probe_accuracy": "linear_probe.accuracy",
     "ece_bins": "classification.ece_bins",
     "nll_levels": "likelihood.levels",
     "nll_samples": "likelihood.samples",
@@ -146,6 +147,21 @@ def _sample_grids(root: Path, out: Path, dataset: str, records: list[dict]) -> S
     return section if section.images or section.warnings else None
 
 
+def _figures(root: Path, out: Path, dataset: str, records: list[dict]) -> Section | None:
+    """Model-specific figures (latent interpolations, translations, denoising trajectories)."""
+    section = Section("Figures", notes=["Figures a model draws for itself (its `figures` hook), from the test split."])
+    for record in records:
+        model = record["model"]
+        info = _read_optional(root / "samples" / dataset / model / "info.json") or {}
+        for name, filename in (info.get("figures") or {}).items():
+            source = root / "samples" / dataset / model / filename
+            if source.exists():
+                with atomic_file(out / "figures" / f"{model}-{name}.png") as tmp:
+                    shutil.copyfile(source, tmp)
+                section.images.append((f"{model}: {name.replace('_', ' ')}", f"figures/{model}-{name}.png"))
+    return section if section.images else None
+
+
 def _training_curves(root: Path, out: Path, dataset: str, records: list[dict]) -> Section | None:
     """One loss-per-epoch figure per model that logged any (closed-form models log none)."""
     section = Section("Training curves", notes=["Training losses per epoch, as logged by the training loop."])
@@ -190,7 +206,8 @@ def dataset_report(root: Path, out: Path, dataset: str, records: list[dict], boa
     write_text(out / "leaderboard.csv", board.to_csv(index=False))
 
     sections = metric_sections(records, evaluator)
-    sections += [s for s in (_sample_grids(root, out, dataset, records), _training_curves(root, out, dataset, records)) if s]
+    sections += [s for s in (_sample_grids(root, out, dataset, records), _figures(root, out, dataset, records),
+                             _training_curves(root, out, dataset, records)) if s]
 
     splits = _splits_text(meta)
     title = f"genbench: {dataset}" + (f" ({splits})" if splits else "")

@@ -185,8 +185,11 @@ def sample_quality(records: list[dict], evaluator: dict | None) -> list[Section]
             notes.append("Precision, recall, density and coverage (Naeem et al. 2020) in the same feature space"
                          + (f", k = {'/'.join(map(str, ks))} nearest neighbours" if ks else "") + "; higher is better.")
         if has["memorisation"]:
-            notes.append("Memorised share: the fraction of generated images that are near-copies of training "
-                         "images in feature space; lower is better.")
+            described = next((r["memorisation"].get("description") for r in group if r.get("memorisation")), None)
+            notes.append("Memorised share: the fraction of generated images closer (pixel L2) to their nearest training "
+                         "image than a typical held-out test image is (median test-to-train distance); held-out real "
+                         "data scores 0.5 by construction, copies of the training set score 1; lower is better."
+                         + (f" {described}" if described else ""))
         if has["cas"]:
             real = [(r.get("cas") or {}).get("real_data_accuracy") for r in group if r.get("cas")]
             real_text = f" (the same classifier trained on real data: {fmt(real[0])})" if real and real[0] is not None else ""
@@ -222,6 +225,32 @@ def anomaly(records: list[dict]) -> list[Section]:
     return [Section("Anomaly detection", ranked_table(rows, "mean AUROC ↑", ascending=False), notes)]
 
 
+def representation(records: list[dict]) -> list[Section]:
+    measured = [r for r in records if r.get("linear_probe")]
+    if not measured:
+        return []
+    rows = [{"model": r["model"], "kind": r.get("kind"), "linear-probe accuracy ↑": r["linear_probe"].get("accuracy"),
+             "feature dim": r["linear_probe"].get("feature_dim"), "n train": r["linear_probe"].get("n_train"),
+             "n test": r["linear_probe"].get("n")} for r in measured]
+    classifiers = sorted({r["linear_probe"].get("classifier") for r in measured} - {None})
+    notes = [f"Linear probe: {c}, trained on encode(train split), accuracy on encode(test split)." for c in classifiers]
+    return [Section("Representations (linear probe)", ranked_table(rows, "linear-probe accuracy ↑", ascending=False), notes)]
+
+
+def other_metrics(records: list[dict]) -> list[Section]:
+    """Model-specific metrics from `extra_metrics` (e.g. CycleGAN translation error)."""
+    sections = []
+    for r in records:
+        extra = r.get("extra") or {}
+        if not extra:
+            continue
+        rows = [{"metric": name, "value": fmt(v.get("value")) if isinstance(v, dict) else fmt(v),
+                 "unit": v.get("unit", "") if isinstance(v, dict) else "",
+                 "description": v.get("description", "") if isinstance(v, dict) else ""} for name, v in extra.items()]
+        sections.append(Section(f"Other metrics: {r['model']}", pd.DataFrame(rows)))
+    return sections
+
+
 def cost(records: list[dict]) -> list[Section]:
     rows = []
     for r in records:
@@ -236,4 +265,4 @@ def cost(records: list[dict]) -> list[Section]:
 
 def metric_sections(records: list[dict], evaluator: dict | None) -> list[Section]:
     return [*classification(records), *likelihood(records), *sample_quality(records, evaluator),
-            *anomaly(records), *cost(records)]
+            *anomaly(records), *representation(records), *other_metrics(records), *cost(records)]
