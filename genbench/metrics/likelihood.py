@@ -5,6 +5,8 @@
 - "discrete": the model scores uniformly dequantised images y = (k + u) / K and returns a log
   density on [0, 1]^D; log P(k) >= E_u[log p(y)] - D log K (Theis et al. 2016), evaluated with one
   fixed noise draw per image, so an exact density becomes a lower bound on the discrete likelihood.
+  A model of the levels themselves (likelihood_info "discrete_input": "levels", e.g. ddpm) reads
+  k = floor(yK) back and returns log P(k) + D log K, so the record is its own number for log P(k).
 
 No library computes these conversions; they are written here by hand.
 """
@@ -49,7 +51,10 @@ def nll_record(log_prob: torch.Tensor, *, space: str, dim: int, levels: int, inf
         raise ValueError(f"log_prob returned {bad} non-finite values of {len(log_lik)}")
     nll = float(-log_lik.mean())
     estimator, method = info["estimator"], info["method"]
-    if space == "discrete":
+    if space == "discrete" and info.get("discrete_input") == "levels":
+        # the model reads k = floor(yK) back from y and returns log P(k) + D log K: no dequantisation gap
+        method = f"{method}; scores the discrete levels k directly (dequantisation undone), no dequantisation gap"
+    elif space == "discrete":
         method = f"{method}; uniform dequantisation, 1 noise draw per image: E_u[log p(y)] - D log K (Theis et al. 2016)"
         if estimator == "exact":
             estimator = "lower_bound"
