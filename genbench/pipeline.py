@@ -348,7 +348,7 @@ def run_evaluate(params: dict[str, Any], dataset: str, model_name: str, root: st
     net, evaluator = load_evaluator(paths.evaluator(dataset))
     samples_info = read_json(paths.samples(dataset, model_name) / "info.json")
     if samples_info["capable"]:
-        record.update(sample_quality(params, paths, dataset, model_name, data, net, evaluator))
+        record.update(sample_quality(params, paths, dataset, model_name, data, net, evaluator, model))
     else:
         for key in ("fid", "prdc", "memorisation"):
             record["not_applicable"][key] = samples_info["reason"]
@@ -379,25 +379,39 @@ def run_evaluate(params: dict[str, Any], dataset: str, model_name: str, root: st
 
 
 def sample_quality(params: dict[str, Any], paths: Paths, dataset: str, model_name: str, data: PreparedData,
-                   net: torch.nn.Module, evaluator: dict) -> dict[str, dict]:
-    """FID, precision/recall/density/coverage, memorisation, and CAS for conditional samples."""
+                   net: torch.nn.Module, evaluator: dict, model: Any = None) -> dict[str, dict]:
+    """FID, precision/recall/density/coverage, memorisation, and CAS for conditional samples.
+
+    A model whose samples live in another domain than the data (cyclegan: translated images)
+    provides `sample_domain(x)`, mapping real images into that domain; the reference and training
+    images are then compared in that domain."""
     from genbench.metrics.fid import frechet_distance
     from genbench.metrics.sample_quality import classification_accuracy_score, evaluator_features, memorisation, prdc
 
     proto, seed = protocol(params), seed_of(params)
     directory = paths.samples(dataset, model_name)
     samples = torch.load(directory / "samples.pt", weights_only=True)
-    reference = data.split(proto["fid_reference_split"])
+    reference = data.split(proto["fid_reference_split"]).x
+    train_x, test_x = data.split("train").x, data.split("test").x
+    domain = getattr(model, "sample_domain", None)
+    reference_domain = None  # the images as they are
+    if callable(domain):
+        reference, train_x, test_x = domain(reference), domain(train_x), domain(test_x)
+        reference_domain = getattr(model, "sample_domain_label", f"{model_name}.sample_domain() of the images")
     features = {"features": "evaluator-cnn", "features_sha256": evaluator["sha256"], "feature_dim": evaluator["feature_dim"],
                 "reference_split": proto["fid_reference_split"], "seed": seed}
-    out = {"fid": {"value": frechet_distance(net, evaluator["feature_dim"], reference.x, samples),
+    if reference_domain:
+        features["reference_domain"] = reference_domain
+    out = {"fid": {"value": frechet_distance(net, evaluator["feature_dim"], reference, samples),
                    "n_generated": len(samples), "n_reference": len(reference), **features}}
     k = check_type("protocol.prdc_k", proto.get("prdc_k", 5), int, low=1)
-    out["prdc"] = {**prdc(evaluator_features(net, reference.x), evaluator_features(net, samples), k=k),
+    out["prdc"] = {**prdc(evaluator_features(net, reference), evaluator_features(net, samples), k=k),
                    "method": "Kynkäänniemi et al. 2019 (precision, recall); Naeem et al. 2020 (density, coverage)",
                    **features}
-    out["memorisation"] = {**memorisation(data.split("train").x, data.split("test").x, samples),
+    out["memorisation"] = {**memorisation(train_x, test_x, samples),
                            "space": "pixels (L2)", "seed": seed}
+    if reference_domain:
+        out["memorisation"]["reference_domain"] = reference_domain
     if (directory / "labels.pt").exists():
         cfg = dict(params.get("evaluator") or {})
         cas = classification_accuracy_score(

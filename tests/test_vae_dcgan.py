@@ -73,6 +73,24 @@ def test_vae_sample_encode_and_roundtrip(trained_vae, binary_test, tmp_path):
     assert torch.equal(loaded.log_prob(binary_test[:20]), trained_vae.log_prob(binary_test[:20]))
 
 
+def test_vae_interpolation_figure_runs_between_two_reconstructions(trained_vae, digit_splits):
+    test = digit_splits[1]
+    pair = Split(test.x[:2], test.y[:2], 17, 10, "test")
+    images, per_row = trained_vae.figures(pair, generator=torch.Generator().manual_seed(0))["interpolation"]
+    assert per_row == 10 and images.shape == (10, 1, 8, 8)
+    codes = trained_vae.encode(pair.x)
+    ends = trained_vae.decode(codes)
+    a = 0 if torch.allclose(images[0], ends[0], atol=1e-5) else 1
+    torch.testing.assert_close(images[0], ends[a], atol=1e-5, rtol=0)
+    torch.testing.assert_close(images[-1], ends[1 - a], atol=1e-5, rtol=0)
+    t = 3 / 9
+    middle = trained_vae.decode(((1 - t) * codes[a] + t * codes[1 - a])[None])
+    torch.testing.assert_close(images[3:4], middle, atol=1e-5, rtol=0)
+    # the samples are decoded codes too: sample() == decode(z ~ N(0, I)) with the same noise
+    z = torch.randn((4, 8), generator=torch.Generator().manual_seed(3))
+    torch.testing.assert_close(trained_vae.sample(4, generator=torch.Generator().manual_seed(3)), trained_vae.decode(z))
+
+
 def test_vae_gaussian_decoder_gives_a_finite_density(digit_splits):
     train, test = digit_splits
     model = VAE(latent_dim=4, hidden_dim=32, decoder="gaussian", epochs=3, iwae_samples=20, device="cpu")

@@ -38,7 +38,7 @@ from sklearn.mixture import GaussianMixture
 from genbench.data import Split
 from genbench.models import register
 from genbench.models.base import Model, check_fitted, resolve_device
-from genbench.models.nets import ConvEncoder, DCGANGenerator
+from genbench.models.nets import ConvEncoder, DCGANGenerator, latent_interpolation
 from genbench.training import seed_everything, train_loop
 
 EVAL_BATCH = 256  # images per inference batch
@@ -177,15 +177,8 @@ class Autoencoder(Model):
         (1 - t) E(a_i) + t E(b_i) for t = 0, 1/(steps-1), ..., 1, so its first and last images are
         the reconstructions of a_i and b_i.
         """
-        pairs = min(pairs, len(data) // 2)
-        if pairs < 1:
-            raise ValueError("figures() needs at least two images in `data`")
-        order = torch.randperm(len(data), generator=generator)[:2 * pairs]
-        codes = self.encode(data.x[order]).double()
-        a, b = codes[:pairs, None, :], codes[pairs:, None, :]
-        t = torch.linspace(0.0, 1.0, steps, dtype=torch.float64)[None, :, None]
-        path = ((1 - t) * a + t * b).reshape(pairs * steps, -1)
-        interpolation = self.decode(path.float())
+        interpolation = latent_interpolation(self.encode, self.decode, data.x, generator=generator,
+                                             pairs=pairs, steps=steps)
 
         per_row = min(8, len(data))
         shown = data.x[torch.randperm(len(data), generator=generator)[:2 * per_row]].float()
@@ -194,5 +187,5 @@ class Autoencoder(Model):
         for start in range(0, len(shown), per_row):
             rows += [shown[start:start + per_row], recon[start:start + per_row]]
         reconstructions = torch.cat(rows)
-        return {"interpolation": (interpolation.clamp(0, 1), steps),
+        return {"interpolation": interpolation,
                 "reconstructions": (reconstructions.clamp(0, 1), per_row)}

@@ -240,6 +240,13 @@ class CycleGAN(Model):
         """The known transform A -> B that defines domain B."""
         return apply_transform(x, self.transform, self.thicken_kernel)
 
+    # the pipeline judges the samples (domain B) against real images mapped into domain B
+    sample_domain = to_domain_b
+
+    @property
+    def sample_domain_label(self) -> str:
+        return f"domain B: the images under the known transform '{self.transform}'"
+
     # --- training ---------------------------------------------------------------------------------
     def fit(self, train: Split, *, seed: int) -> "CycleGAN":
         device = resolve_device(self.device)

@@ -31,7 +31,7 @@ from torch import nn
 from genbench.data import Split, binarize, dequantize
 from genbench.models import register
 from genbench.models.base import Model, check_fitted, resolve_device
-from genbench.models.nets import mlp
+from genbench.models.nets import latent_interpolation, mlp
 from genbench.training import seed_everything, train_loop
 
 LOG_2PI = math.log(2.0 * math.pi)
@@ -263,11 +263,21 @@ class VAE(Model):
         showing its mean: pixel probabilities (bernoulli) or the Gaussian mean clamped to [0, 1]."""
         if y is not None:
             raise ValueError("vae is unconditional: sample() takes no labels y")
+        return self.decode(torch.randn((n, self.latent_dim), generator=generator))
+
+    @torch.no_grad()
+    def decode(self, z: torch.Tensor) -> torch.Tensor:
+        """The decoder's mean image for each code, (N, C, H, W) in [0, 1]: pixel probabilities
+        (bernoulli) or the Gaussian mean clamped to [0, 1]."""
         check_fitted(self, "decoder_")
         self.decoder_.eval()
-        z = torch.randn((n, self.latent_dim), generator=generator)
         images = []
-        for i in range(0, n, EVAL_BATCH):
+        for i in range(0, len(z), EVAL_BATCH):
             out = self.decoder_(z[i:i + EVAL_BATCH].to(self._device())).cpu()
             images.append(torch.sigmoid(out) if self.decoder == "bernoulli" else out.clamp(0.0, 1.0))
-        return torch.cat(images).reshape(n, *self.image_shape_)
+        return torch.cat(images).reshape(len(z), *self.image_shape_)
+
+    def figures(self, data: Split, *, generator: torch.Generator | None = None) -> dict:
+        """'interpolation': decoded means along straight lines between the posterior means of pairs
+        of test images (rows start and end at the two reconstructions)."""
+        return {"interpolation": latent_interpolation(self.encode, self.decode, data.x, generator=generator)}

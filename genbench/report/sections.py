@@ -146,8 +146,11 @@ def sample_quality(records: list[dict], evaluator: dict | None) -> list[Section]
         rows = []
         for r in group:
             f = r["fid"]
+            reference = f.get("reference_split")
+            if f.get("reference_domain"):
+                reference = f"{reference}, {f['reference_domain']}"
             row = {"model": r["model"], "FID ↓": f.get("value"), "n generated (images)": f.get("n_generated"),
-                   "n reference (images)": f.get("n_reference"), "reference split": f.get("reference_split")}
+                   "n reference (images)": f.get("n_reference"), "reference split": reference}
             if has["prdc"]:
                 p = r.get("prdc") or {}
                 row |= {"precision ↑": p.get("precision"), "recall ↑": p.get("recall"),
@@ -161,6 +164,11 @@ def sample_quality(records: list[dict], evaluator: dict | None) -> list[Section]
 
         notes = [f"Fréchet distance between generated images and the reference split in the {feature_dim}-d "
                  f"feature space of the {features} network (weights sha256 {short_hash(sha)}). Lower is better."]
+        other_domain = [r["model"] for r in group if r["fid"].get("reference_domain")]
+        if other_domain:
+            notes.append(f"{', '.join(other_domain)}: samples of another domain (translations), judged against the "
+                         "reference split mapped into that domain (column 'reference split'), training images "
+                         "likewise for memorisation; rank them with care next to the unconditional generators.")
         warnings = []
         matches_evaluator = evaluator is not None and evaluator.get("sha256") == sha
         if matches_evaluator and evaluator.get("reference_fid"):
