@@ -10,7 +10,7 @@ import torch
 
 from genbench.data import Split, dequantize
 from genbench.models import create_model, get_model_class
-from genbench.models.gan import discriminator_loss, generator_loss
+from genbench.models.adversarial import discriminator_loss, generator_loss
 from genbench.models.nets import holdout_indices
 
 GENERATORS = ["autoencoder", "gan", "dcgan", "cgan"]

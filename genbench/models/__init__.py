@@ -11,7 +11,7 @@ from typing import Any
 from genbench.config import ConfigError
 
 _REGISTRY: dict[str, type] = {}
-_NOT_MODELS = {"base", "nets", "ais", "parzen"}  # shared building blocks, not models
+_NOT_MODELS = {"base", "nets", "ais", "parzen", "adversarial"}  # shared building blocks, not models
 
 
 def register(name: str):

@@ -37,20 +37,17 @@ Capabilities:
 from __future__ import annotations
 
 import torch
-import torch.nn.functional as F
+from torch import nn
 
-from genbench.data import Split, dequantize
+from genbench.data import Split
 from genbench.models import register
-from genbench.models.base import Model, check_fitted, resolve_device
-from genbench.models.nets import MLPDiscriminator, MLPGenerator, holdout_indices
-from genbench.models.parzen import ParzenWindow
-from genbench.training import seed_everything, train_loop
-
-EVAL_BATCH = 1024  # images per inference batch
+from genbench.models.adversarial import AdversarialModel
+from genbench.models.base import check_fitted
+from genbench.models.nets import MLPDiscriminator, MLPGenerator
 
 
 @register("cgan")
-class CGAN(Model):
+class CGAN(AdversarialModel):
     """Conditional MLP GAN (Mirza & Osindero 2014) with a Parzen-window log-likelihood estimate.
 
     Hyperparameters: latent_dim (size of z), embed_dim (size of the label embeddings), hidden_dim
@@ -61,7 +58,6 @@ class CGAN(Model):
     """
 
     conditional = True
-    likelihood_space = "discrete"
     fast_params = {"epochs": 2, "hidden_dim": 32, "parzen_samples": 200}
     constraints = {
         "latent_dim": {"low": 1},
@@ -93,94 +89,13 @@ class CGAN(Model):
 
     @property
     def likelihood_info(self) -> dict:
-        check_fitted(self, "parzen_")
-        info = self.parzen_.info(self.parzen_samples)
+        info = super().likelihood_info
         info["method"] += "; samples' classes drawn from the training class frequencies"
         return info
 
-    def fit(self, train: Split, *, seed: int) -> "CGAN":
-        device = resolve_device(self.device)
-        self.image_shape_ = train.image_shape
-        self.num_classes_ = train.num_classes
-        kept, held_out = holdout_indices(len(train), self.parzen_holdout, seed)
-        x, y = train.x[kept].float(), train.y[kept].long()
-        counts = torch.bincount(y, minlength=self.num_classes_).double()
-        self.class_prior_ = counts / counts.sum()
-        seed_everything(seed)  # the initial weights depend on the seed alone
-        self.generator_ = MLPGenerator(train.image_shape, self.latent_dim, self.hidden_dim,
-                                       self.num_classes_, self.embed_dim).to(device)
-        self.discriminator_ = MLPDiscriminator(train.image_shape, self.hidden_dim, self.dropout,
-                                               self.num_classes_, self.embed_dim).to(device)
-        betas = (self.beta1, 0.999)
-        opt_g = torch.optim.Adam(self.generator_.parameters(), lr=self.lr, betas=betas)
-        opt_d = torch.optim.Adam(self.discriminator_.parameters(), lr=self.lr, betas=betas)
-        self.generator_.train()
-        self.discriminator_.train()
-
-        def step(batch: tuple[torch.Tensor, ...], state) -> dict[str, float]:
-            real, labels = batch
-            z = torch.randn((len(real), self.latent_dim), generator=state.generator, device=real.device)
-            fake = self.generator_(z, labels)
-
-            # D: maximise log D(x, y) + log(1 - D(G(z, y), y))  (Mirza & Osindero 2014, eq. 2)
-            logit_real = self.discriminator_(real, labels)
-            logit_fake = self.discriminator_(fake.detach(), labels)
-            d_loss = (F.binary_cross_entropy_with_logits(logit_real, torch.ones_like(logit_real))
-                      + F.binary_cross_entropy_with_logits(logit_fake, torch.zeros_like(logit_fake)))
-            opt_d.zero_grad(set_to_none=True)
-            d_loss.backward()
-            opt_d.step()
-
-            # G: non-saturating loss, maximise log D(G(z, y), y)  (Goodfellow et al. 2014, section 3)
-            logit_gen = self.discriminator_(fake, labels)
-            g_loss = F.binary_cross_entropy_with_logits(logit_gen, torch.ones_like(logit_gen))
-            opt_g.zero_grad(set_to_none=True)
-            g_loss.backward()
-            opt_g.step()
-            return {"d_loss": d_loss.item(), "g_loss": g_loss.item(),
-                    "d_real": torch.sigmoid(logit_real).mean().item(),  # mean D(x, y)
-                    "d_fake": torch.sigmoid(logit_fake).mean().item()}  # mean D(G(z, y), y) before the D step
-
-        self.history_ = train_loop("cgan", step, (x, y), epochs=self.epochs, batch_size=self.batch_size,
-                                   seed=seed, device=device,
-                                   modules={"generator": self.generator_, "discriminator": self.discriminator_})
-        self.generator_.eval()
-        self.discriminator_.eval()
-
-        # Parzen window on samples with classes from the training prior; bandwidth on the held-out slice.
-        held_out = held_out if len(held_out) else kept
-        samples = self.sample(self.parzen_samples, generator=torch.Generator().manual_seed(seed))
-        validation = dequantize(train.x[held_out].float(), train.levels, generator=torch.Generator().manual_seed(seed))
-        self.parzen_ = ParzenWindow().fit(samples, validation)
-        return self
-
-    def _device(self) -> torch.device:
-        return next(self.generator_.parameters()).device
-
-    @torch.no_grad()
-    def sample(self, n: int, *, y: torch.Tensor | None = None,
-               generator: torch.Generator | None = None) -> torch.Tensor:
-        """n images (n, C, H, W) in [0, 1] on the CPU: G(z, y), z ~ N(0, I) drawn on the CPU; y the
-        requested classes (int64, (n,)) or, when None, classes drawn from the training prior."""
-        check_fitted(self, "generator_")
-        if y is None:
-            y = torch.multinomial(self.class_prior_, n, replacement=True, generator=generator)
-        y = torch.as_tensor(y).long().reshape(-1)
-        if len(y) != n:
-            raise ValueError(f"cgan.sample({n}) got {len(y)} labels y")
-        if len(y) and (y.min() < 0 or y.max() >= self.num_classes_):
-            raise ValueError(f"cgan was fitted on classes 0..{self.num_classes_ - 1}; "
-                             f"cannot sample y={y.unique().tolist()}")
-        self.generator_.eval()
-        z = torch.randn((n, self.latent_dim), generator=generator)
-        device = self._device()
-        return torch.cat([self.generator_(z[i:i + EVAL_BATCH].to(device), y[i:i + EVAL_BATCH].to(device)).cpu()
-                          for i in range(0, n, EVAL_BATCH)]).reshape(n, *self.image_shape_)
-
-    def log_prob(self, x: torch.Tensor) -> torch.Tensor:
-        """Parzen-window estimate of the log-density of dequantised images on [0, 1]^D, (N,) nats."""
-        check_fitted(self, "parzen_")
-        return self.parzen_.log_prob(x.float())
+    def _networks(self, train: Split) -> tuple[nn.Module, nn.Module]:
+        return (MLPGenerator(train.image_shape, self.latent_dim, self.hidden_dim, train.num_classes, self.embed_dim),
+                MLPDiscriminator(train.image_shape, self.hidden_dim, self.dropout, train.num_classes, self.embed_dim))
 
     @torch.no_grad()
     def anomaly_score(self, x: torch.Tensor) -> torch.Tensor:
@@ -190,8 +105,8 @@ class CGAN(Model):
         device = self._device()
         classes = torch.nonzero(self.class_prior_ > 0).flatten().tolist()
         out = []
-        for i in range(0, len(x), EVAL_BATCH):
-            b = x[i:i + EVAL_BATCH].float().to(device)
+        for i in range(0, len(x), self.eval_batch):
+            b = x[i:i + self.eval_batch].float().to(device)
             logits = torch.stack([self.discriminator_(b, torch.full((len(b),), c, dtype=torch.long, device=device))
                                   for c in classes], dim=1)
             out.append(-logits.max(dim=1).values.cpu())
