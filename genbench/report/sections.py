@@ -156,7 +156,7 @@ def sample_quality(records: list[dict], evaluator: dict | None) -> list[Section]
                 row |= {"precision ↑": p.get("precision"), "recall ↑": p.get("recall"),
                         "density ↑": p.get("density"), "coverage ↑": p.get("coverage")}
             if has["memorisation"]:
-                row["memorised share ↓"] = (r.get("memorisation") or {}).get("share")
+                row["memorised share (real: 0.5)"] = (r.get("memorisation") or {}).get("share")
             if has["cas"]:
                 row["CAS accuracy ↑"] = (r.get("cas") or {}).get("accuracy")
             rows.append(row | {"seed": f.get("seed")})
@@ -193,11 +193,10 @@ def sample_quality(records: list[dict], evaluator: dict | None) -> list[Section]
             notes.append("Precision, recall, density and coverage (Naeem et al. 2020) in the same feature space"
                          + (f", k = {'/'.join(map(str, ks))} nearest neighbours" if ks else "") + "; higher is better.")
         if has["memorisation"]:
-            described = next((r["memorisation"].get("description") for r in group if r.get("memorisation")), None)
             notes.append("Memorised share: the fraction of generated images closer (pixel L2) to their nearest training "
-                         "image than a typical held-out test image is (median test-to-train distance); held-out real "
-                         "data scores 0.5 by construction, copies of the training set score 1; lower is better."
-                         + (f" {described}" if described else ""))
+                         "image than the median held-out test image is to its own. Held-out real data scores 0.5 by "
+                         "construction and copies of the training set score 1: well above 0.5 means samples sit "
+                         "closer to the training images than new data does; below 0.5 is not better, only farther.")
         if has["cas"]:
             real = [(r.get("cas") or {}).get("real_data_accuracy") for r in group if r.get("cas")]
             real_text = f" (the same classifier trained on real data: {fmt(real[0])})" if real and real[0] is not None else ""
@@ -259,7 +258,7 @@ def other_metrics(records: list[dict]) -> list[Section]:
     return sections
 
 
-def cost(records: list[dict]) -> list[Section]:
+def cost(records: list[dict], evaluator: dict | None = None) -> list[Section]:
     rows = []
     for r in records:
         c = r.get("cost") or {}
@@ -268,9 +267,19 @@ def cost(records: list[dict]) -> list[Section]:
                      "anomaly (s)": c.get("anomaly_seconds"), "total (s)": c.get("total_seconds"),
                      "device": c.get("device")})
     notes = ["Wall-clock seconds per stage on the machine that ran it; times from different devices are not comparable."]
+    totals = {key: sum((r.get("cost") or {}).get(f"{key}_seconds") or 0.0 for r in records)
+              for key in ("train", "sample", "anomaly", "evaluate", "total")}
+    if records:
+        evaluator_seconds = (evaluator or {}).get("seconds")
+        notes.append(f"All {len(records)} models together: {totals['total']:.0f} s of stage compute (train "
+                     f"{totals['train']:.0f} s, sample {totals['sample']:.0f} s, anomaly {totals['anomaly']:.0f} s, "
+                     f"evaluate {totals['evaluate']:.0f} s)"
+                     + (f", plus {evaluator_seconds:.0f} s to train the evaluator network" if evaluator_seconds else "")
+                     + ". A whole `dvc repro` also spends time in DVC itself and in starting each stage's process, "
+                       "which these records do not include.")
     return [Section("Cost", ranked_table(rows, "total (s)", ascending=True), notes)]
 
 
 def metric_sections(records: list[dict], evaluator: dict | None) -> list[Section]:
     return [*classification(records), *likelihood(records), *sample_quality(records, evaluator),
-            *anomaly(records), *representation(records), *other_metrics(records), *cost(records)]
+            *anomaly(records), *representation(records), *other_metrics(records), *cost(records, evaluator)]
