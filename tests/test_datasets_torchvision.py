@@ -25,13 +25,14 @@ def write_idx(path: Path, array: np.ndarray, *, gz: bool = False) -> Path:
     return path
 
 
-def make_mnist(directory: Path, *, gz: bool = False, seed: int = 0, n_train: int = N_TRAIN) -> dict[str, np.ndarray]:
+def make_mnist(directory: Path, *, gz: bool = False, seed: int = 0, n_train: int = N_TRAIN,
+               n_test: int = N_TEST) -> dict[str, np.ndarray]:
     rng = np.random.default_rng(seed)
     arrays = {
         "train-images-idx3-ubyte": rng.integers(0, 256, (n_train, 28, 28), dtype=np.uint8),
         "train-labels-idx1-ubyte": np.arange(n_train, dtype=np.uint8) % 10,
-        "t10k-images-idx3-ubyte": rng.integers(0, 256, (N_TEST, 28, 28), dtype=np.uint8),
-        "t10k-labels-idx1-ubyte": (np.arange(N_TEST, dtype=np.uint8) * 3) % 10,
+        "t10k-images-idx3-ubyte": rng.integers(0, 256, (n_test, 28, 28), dtype=np.uint8),
+        "t10k-labels-idx1-ubyte": (np.arange(n_test, dtype=np.uint8) * 3) % 10,
     }
     directory.mkdir(parents=True, exist_ok=True)
     for name, array in arrays.items():
@@ -182,3 +183,19 @@ def test_prepare_end_to_end(tmp_path):
     test = prepared.split("test")  # intensities k / 255 of the written bytes
     np.testing.assert_allclose(np.sort((test.x * 255).round().numpy().ravel()),
                                np.sort(written["t10k-images-idx3-ubyte"].ravel()))
+
+
+def test_max_train_and_max_test_take_stratified_subsets(tmp_path):
+    data = tmp_path / "mnist"
+    written = make_mnist(data, n_train=100, n_test=50)
+    meta = prepare("mnist", {"data_dir": str(data), "val_fraction": 0.2, "max_train": 30, "max_test": 20},
+                   tmp_path / "prepared", seed=0)
+    assert meta["sizes"] == {"train": 30, "val": 20, "test": 20}
+    prepared = PreparedData(tmp_path / "prepared")
+    for split, n in (("train", 30), ("test", 20)):
+        labels = prepared.split(split).y
+        assert sorted(labels.bincount(minlength=10).tolist()) == [n // 10] * 10  # stratified: every class alike
+    # the test subset is made of the original test images
+    test_rows = {row.tobytes() for row in written["t10k-images-idx3-ubyte"]}
+    kept = (prepared.split("test").x * 255).round().numpy().astype(np.uint8)
+    assert all(image.tobytes() in test_rows for image in kept)

@@ -13,7 +13,7 @@ from genbench.data import RawDataset, Split, binarize, get_loader, sha256
 from genbench.io import atomic_file, read_json, write_json
 
 SPLITS = ("train", "val", "test")
-_KNOWN_KEYS = {"val_fraction", "test_fraction", "max_train", "data_dir", "download", "root"}
+_KNOWN_KEYS = {"val_fraction", "test_fraction", "max_train", "max_test", "data_dir", "download", "root"}
 
 
 def check_dataset_config(name: str, config: dict[str, Any] | None) -> dict[str, Any]:
@@ -23,8 +23,9 @@ def check_dataset_config(name: str, config: dict[str, Any] | None) -> dict[str, 
         raise ConfigError(f"params.yaml: datasets.{name} has unknown keys {sorted(unknown)}; known: {sorted(_KNOWN_KEYS)}")
     check_type(f"datasets.{name}.val_fraction", config.setdefault("val_fraction", 0.1), float, low=0.0, high=0.5)
     check_type(f"datasets.{name}.test_fraction", config.setdefault("test_fraction", 0.2), float, low=0.05, high=0.5)
-    if config.get("max_train") is not None:
-        check_type(f"datasets.{name}.max_train", config["max_train"], int, low=10)
+    for key in ("max_train", "max_test"):
+        if config.get(key) is not None:
+            check_type(f"datasets.{name}.{key}", config[key], int, low=10)
     return config
 
 
@@ -70,9 +71,14 @@ def make_splits(raw: RawDataset, config: dict[str, Any], *, seed: int) -> dict[s
     else:
         x_test, y_test = raw.test_images, raw.test_labels
     x_train, x_val, y_train, y_val = train_test_split(x, y, test_size=config["val_fraction"], random_state=seed, stratify=y)
+    # stratified subsamples for quicker CPU runs; the sizes are in meta.json and the report's title
     if config.get("max_train") and len(x_train) > config["max_train"]:
         x_train, _, y_train, _ = train_test_split(
             x_train, y_train, train_size=config["max_train"], random_state=seed, stratify=y_train
+        )
+    if config.get("max_test") and len(x_test) > config["max_test"]:
+        x_test, _, y_test, _ = train_test_split(
+            x_test, y_test, train_size=config["max_test"], random_state=seed, stratify=y_test
         )
     out = {}
     for split, (xs, ys) in {"train": (x_train, y_train), "val": (x_val, y_val), "test": (x_test, y_test)}.items():
