@@ -111,14 +111,11 @@ def build_model(params: dict[str, Any], model: str) -> Model:
 
 def run_prepare(params: dict[str, Any], dataset: str, root: str | Path = ".") -> dict:
     check_selection(params, dataset=dataset)
-    start = time.perf_counter()
     config = dict(section(params, f"datasets.{dataset}") or {})
     config.setdefault("root", str(Path(root) / "downloads"))  # raw files, outside the DVC outputs
+    # No timing in the output: the same data must hash the same, or every downstream stage reruns.
     with atomic_directory(Paths(root).data(dataset)) as out:
-        meta = prepare(dataset, config, out, seed=seed_of(params))
-        meta["seconds"] = time.perf_counter() - start
-        write_json(out / "meta.json", meta)
-    return meta
+        return prepare(dataset, config, out, seed=seed_of(params))
 
 
 def run_evaluator(params: dict[str, Any], dataset: str, root: str | Path = ".") -> dict:

@@ -106,3 +106,19 @@ def test_missing_dataset_says_how_to_provide_it(tmp_path, capsys):
     err = capsys.readouterr().err
     assert "data_dir" in err and "train-images-idx3-ubyte" in err
     assert not (tmp_path / "data" / "mnist").exists()
+
+
+def test_preparing_twice_writes_identical_bytes(tmp_path, monkeypatch):
+    """DVC hashes files: if the same data were written with different bytes (a timing, a temporary
+    file name inside a torch archive), every downstream stage would rerun for nothing."""
+    params = yaml.safe_load((ROOT / "params.yaml").read_text())
+    first, second = tmp_path / "a", tmp_path / "b"
+    for root in (first, second):  # as the stage runs: from the repository root
+        root.mkdir()
+        monkeypatch.chdir(root)
+        pipeline.run_prepare(params, "digits")
+    names = sorted(p.name for p in (first / "data" / "digits").iterdir())
+    assert names == ["meta.json", "splits.pt"]
+    for name in names:
+        assert (first / "data" / "digits" / name).read_bytes() == (second / "data" / "digits" / name).read_bytes(), name
+    assert not [p for p in (first / "data").iterdir() if p.name.startswith(".")], "temporary files left behind"
