@@ -25,6 +25,8 @@ generated images, not to recognise images unlike both, and its output on those i
 
 from __future__ import annotations
 
+from abc import ABC, abstractmethod
+
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -57,7 +59,7 @@ def discriminator_loss(real_logits: torch.Tensor, fake_logits: torch.Tensor) -> 
             + F.binary_cross_entropy_with_logits(fake_logits, torch.zeros_like(fake_logits)))
 
 
-class AdversarialModel(Model):
+class AdversarialModel(Model, ABC):
     """Base of the GANs. Subclasses set the hyperparameters latent_dim, epochs, batch_size, lr,
     beta1, parzen_samples, parzen_holdout and device, and implement `_networks(train)`; they may
     make `generator_loss` and `d_steps` hyperparameters too (class defaults below)."""
@@ -68,9 +70,9 @@ class AdversarialModel(Model):
     d_steps = 1
     eval_batch = 1024  # images per inference batch
 
+    @abstractmethod
     def _networks(self, train: Split) -> tuple[nn.Module, nn.Module]:
         """(generator, discriminator) sized for `train`'s images (and classes, if conditional)."""
-        raise NotImplementedError
 
     @property
     def likelihood_info(self) -> dict:
