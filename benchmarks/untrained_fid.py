@@ -25,7 +25,8 @@ from genbench.config import load_params
 from genbench.data.prepare import PreparedData
 from genbench.io import read_json
 from genbench.metrics.fid import frechet_distance
-from genbench.pipeline import Paths, build_model, load_evaluator, protocol, seed_of
+from genbench.evaluator import load_evaluator
+from genbench.pipeline import Paths, build_model, protocol, seeds_of
 
 DEEP_MODELS = ("autoencoder", "vae", "gan", "dcgan", "cgan", "cyclegan", "ddpm")
 
@@ -41,7 +42,7 @@ def main() -> None:
     parser.add_argument("--root", default=".")
     args = parser.parse_args()
     params, paths = load_params(Path(args.root) / "params.yaml"), Paths(args.root)
-    proto, seed = protocol(params), seed_of(params)
+    proto, seed = protocol(params), seeds_of(params)[0]
     data = PreparedData(paths.data(args.dataset))
     train, reference = data.split("train"), data.split(proto["fid_reference_split"])
     net, evaluator = load_evaluator(paths.evaluator(args.dataset))
@@ -57,11 +58,12 @@ def main() -> None:
             samples = model.sample(n, generator=generator)
         real = model.sample_domain(reference.x) if callable(getattr(model, "sample_domain", None)) else reference.x
         fid_untrained = frechet_distance(net, evaluator["feature_dim"], real, samples)
-        trained = read_json(paths.metrics(args.dataset, name))["fid"]["value"]
+        trained = read_json(paths.metrics(args.dataset, name))["summary"]["fid"]["value"]  # mean over seeds
         rows.append((name, trained, fid_untrained, time.perf_counter() - start))
         print(f"{name}: trained {trained:.1f}, untrained {fid_untrained:.1f}", flush=True)
     lines = [f"# FID on {args.dataset}: trained vs untrained (1 epoch at lr 0), {proto['fid_samples']} samples, "
-             f"reference split '{proto['fid_reference_split']}', evaluator {evaluator['sha256'][:12]}",
+             f"reference split '{proto['fid_reference_split']}', evaluator {evaluator['sha256'][:12]}; "
+             f"trained = mean over seeds {seeds_of(params)}, untrained = seed {seed}",
              "", f"Command: `uv run python benchmarks/untrained_fid.py --dataset {args.dataset}` after `uv run dvc repro`.", "",
              "| model | FID trained | FID untrained | ratio | seconds (untrained fit + sample + FID) |",
              "| --- | ---: | ---: | ---: | ---: |"]

@@ -1,13 +1,27 @@
-"""`genbench` command line: one subcommand per pipeline stage (the DVC stages call these), plus
-listings. Expected failures (bad params, missing data, a diverged loss) print one clear line."""
+"""`genbench` command line: one subcommand per pipeline stage (the generated DVC stages call these),
+`pipelines` to regenerate the dvc.yaml files, and `list`. Expected failures (bad params, missing data,
+a diverged loss) print one clear line.
+
+The stage functions are named by strings (STAGES) and imported only when run, so that a stage imports
+only its own code: genbench.dvc_pipelines derives each stage's DVC deps from those imports.
+"""
 
 from __future__ import annotations
 
 import argparse
+import importlib
 import sys
 
-from genbench import pipeline
 from genbench.config import ConfigError, load_params
+
+# subcommand -> (module, function, positional arguments)
+STAGES = {
+    "prepare": ("genbench.data.prepare", "run_prepare", ("dataset",)),
+    "evaluator": ("genbench.evaluator", "run_evaluator", ("dataset",)),
+    "model": ("genbench.runner", "run_model", ("dataset", "model")),
+    "report": ("genbench.report", "run_report", ("dataset",)),
+    "index": ("genbench.report", "run_index", ()),
+}
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -15,13 +29,22 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--params", default="params.yaml", help="parameters file (default: params.yaml)")
     parser.add_argument("--root", default=".", help="repository root where outputs go (default: .)")
     sub = parser.add_subparsers(dest="command", required=True)
-    for name in ("prepare", "evaluator"):
-        sub.add_parser(name, help=f"the {name} stage").add_argument("dataset")
-    for name in ("train", "sample", "anomaly", "evaluate"):
-        p = sub.add_parser(name, help=f"the {name} stage")
-        p.add_argument("dataset")
-        p.add_argument("model")
-    sub.add_parser("report", help="the report stage")
+    helps = {
+        "prepare": "cut the fixed splits of a dataset",
+        "evaluator": "check the pinned FID feature network of a dataset (train one if there is none)",
+        "model": "train, sample and evaluate a model on a dataset, once per seed",
+        "report": "write reports/<dataset>/",
+        "index": "write reports/index.html",
+    }
+    for name, (_, _, positional) in STAGES.items():
+        p = sub.add_parser(name, help=helps[name])
+        for argument in positional:
+            p.add_argument(argument)
+    sub.choices["evaluator"].add_argument(
+        "--retrain", action="store_true",
+        help="train the feature network anew and overwrite the pinned weights (then rerun and commit)")
+    p = sub.add_parser("pipelines", help="regenerate dvc.yaml and pipelines/<dataset>/dvc.yaml from params.yaml")
+    p.add_argument("--check", action="store_true", help="only say whether they are current (exit 1 if not)")
     sub.add_parser("list", help="list registered datasets and models")
     args = parser.parse_args(argv)
 
@@ -36,9 +59,18 @@ def main(argv: list[str] | None = None) -> int:
             print("models:  ", ", ".join(model_names()))
             return 0
         params = load_params(args.params)
-        run = getattr(pipeline, f"run_{args.command}")
-        keys = [k for k in ("dataset", "model") if hasattr(args, k)]
-        run(params, *[getattr(args, k) for k in keys], root=args.root)
+        if args.command == "pipelines":
+            return _pipelines(params, args.check, args.root)
+        if args.command in ("report", "index"):
+            _check_pipelines_current(params, args.root)
+        module, function, positional = STAGES[args.command]
+        run = getattr(importlib.import_module(module), function)
+        options = {"retrain": True} if getattr(args, "retrain", False) else {}
+        run(params, *[getattr(args, k) for k in positional], root=args.root, **options)
+
+        from genbench.dvc_pipelines import check_declared
+
+        check_declared(args.command, getattr(args, "dataset", None), getattr(args, "model", None), root=args.root)
     except (ConfigError, TrainingDiverged, FileNotFoundError) as error:
         print(f"genbench {args.command}: error: {error}", file=sys.stderr)
         return 1
@@ -47,6 +79,29 @@ def main(argv: list[str] | None = None) -> int:
             print(f"genbench {args.command}: error: {error}", file=sys.stderr)
             return 1
         raise
+    return 0
+
+
+def _check_pipelines_current(params: dict, root: str) -> None:
+    """The report runs whenever `models` or `datasets` change: the place to catch a forgotten regeneration."""
+    from genbench.dvc_pipelines import stale_files
+
+    stale = stale_files(params, root)
+    if stale:
+        raise ConfigError(f"{', '.join(stale)} do(es) not match params.yaml (a model or dataset added, removed or "
+                          "renamed, or a module's imports changed): run `uv run genbench pipelines`, then `uv run dvc repro`")
+
+
+def _pipelines(params: dict, check: bool, root: str) -> int:
+    from genbench.dvc_pipelines import stale_files, write_pipelines
+
+    if check:
+        stale = stale_files(params, root)
+        for path in stale:
+            print(f"{path} is not current: run `uv run genbench pipelines`")
+        return 1 if stale else 0
+    changed = write_pipelines(params, root)
+    print("\n".join(f"wrote {path}" for path in changed) or "the pipelines are current")
     return 0
 
 

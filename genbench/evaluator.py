@@ -70,3 +70,123 @@ def weights_sha256(net: nn.Module) -> str:
         buffer.write(tensor.cpu().contiguous().numpy().tobytes())
         digest.update(buffer.getvalue())
     return digest.hexdigest()
+
+
+# --- the evaluator stage: pinned weights ----------------------------------------------------------
+
+ARCHITECTURE = "3-layer CNN classifier (genbench.evaluator.EvaluatorNet), pre-activation penultimate features"
+
+
+def recipe_of(params: dict) -> dict:
+    """The training recipe from params.yaml, as recorded next to the weights."""
+    from genbench.config import check_type
+    from genbench.pipeline import data_seed_of
+
+    cfg = dict(params.get("evaluator") or {})
+    return {
+        "feature_dim": check_type("evaluator.feature_dim", cfg.get("feature_dim", 64), int, low=2),
+        "epochs": check_type("evaluator.epochs", cfg.get("epochs", 30), int, low=1),
+        "batch_size": check_type("evaluator.batch_size", cfg.get("batch_size", 64), int, low=1),
+        "lr": float(check_type("evaluator.lr", cfg.get("lr", 1e-3), float, low=0.0)),
+        "seed": data_seed_of(params),
+    }
+
+
+def _data_hashes(meta: dict) -> dict:
+    return {key: meta["sha256"][key] for key in ("train_x", "train_y", "test_x", "test_y")}
+
+
+def run_evaluator(params: dict, dataset: str, root=".", *, retrain: bool = False) -> dict:
+    """Keep the committed (pinned) evaluator of `dataset` after checking it, or train one.
+
+    FIDs are only comparable with the same feature network, and retraining it on another machine gives
+    other weights: so the weights are committed with their sha256, and this stage only trains when there
+    are none yet (a new dataset) or when asked to (`genbench evaluator <dataset> --retrain`, which a
+    user runs deliberately and then commits). Kept weights must hash to their recorded sha256 and have
+    been trained on the same data with the same recipe, else the stage stops and says how to retrain.
+    """
+    import time
+    from pathlib import Path
+
+    from genbench.config import ConfigError
+    from genbench.data.prepare import PreparedData
+    from genbench.io import atomic_directory, write_json
+    from genbench.metrics.fid import frechet_distance
+    from genbench.pipeline import Paths, check_selection, device_of
+
+    check_selection(params, dataset=dataset)
+    paths = Paths(root)
+    directory = paths.evaluator(dataset)
+    data = PreparedData(paths.data(dataset))
+    recipe = recipe_of(params)
+    if (directory / "evaluator.json").exists() and not retrain:
+        net, record = load_evaluator(directory)
+        problems = []
+        if record.get("data_sha256") != _data_hashes(data.meta):
+            problems.append(f"its train/test splits differ from data/{dataset} (datasets.{dataset} or data_seed changed?)")
+        if record.get("recipe") != recipe:
+            problems.append(f"its recipe {record.get('recipe')} differs from params.yaml's {recipe}")
+        if problems:
+            raise ConfigError(
+                f"the pinned evaluator evaluators/{dataset} (sha256 {record['sha256'][:12]}) no longer fits: "
+                + "; ".join(problems) + f". FIDs of other weights are not comparable with the committed ones: "
+                f"retrain deliberately with `uv run genbench evaluator {dataset} --retrain`, rerun `uv run dvc repro`, "
+                f"and commit evaluators/{dataset} with the new results")
+        print(f"evaluator {dataset}: keeping the pinned weights (sha256 {record['sha256'][:12]})")
+        return record
+    start = time.perf_counter()
+    device = device_of(params)
+    train, test = data.split("train"), data.split("test")
+    net, history = train_evaluator(train, feature_dim=recipe["feature_dim"], epochs=recipe["epochs"],
+                                   batch_size=recipe["batch_size"], lr=recipe["lr"], seed=recipe["seed"], device=device)
+    accuracy = float((predict(net, test.x).argmax(1) == test.y).double().mean())
+    reference = frechet_distance(net, recipe["feature_dim"], test.x, train.x)
+    record = {
+        "dataset": dataset,
+        "architecture": ARCHITECTURE,
+        "feature_dim": recipe["feature_dim"],
+        "epochs": recipe["epochs"],
+        "recipe": recipe,
+        "data_sha256": _data_hashes(data.meta),
+        "test_accuracy": accuracy,
+        "sha256": weights_sha256(net),
+        "pinned": "weights committed with this sha256; retrain only with `genbench evaluator <dataset> --retrain`",
+        "reference_fid": {
+            "value": reference,
+            "description": f"FID of the train split ({len(train)} images) against the test split "
+                           f"({len(test)} images): real data, the floor a model can hope for at these sample counts",
+            "n_generated": len(train),
+            "n_reference": len(test),
+        },
+        "history": history,
+        "seconds": time.perf_counter() - start,
+        "device": str(device),
+    }
+    with atomic_directory(directory) as out:
+        torch.save({"state": net.state_dict(), "image_shape": train.image_shape, "num_classes": train.num_classes,
+                    "feature_dim": recipe["feature_dim"]}, Path(out) / "evaluator.pt")
+        write_json(Path(out) / "evaluator.json", record)
+    return record
+
+
+def load_evaluator(directory) -> tuple[EvaluatorNet, dict]:
+    """The pinned evaluator and its record; its weights must hash to the recorded sha256."""
+    from pathlib import Path
+
+    from genbench.config import ConfigError
+    from genbench.io import read_json
+
+    directory = Path(directory)
+    if not (directory / "evaluator.pt").exists():
+        raise FileNotFoundError(f"{directory}/evaluator.pt is missing: run `uv run dvc repro` (the evaluator stage "
+                                f"trains one for a new dataset) or `git checkout {directory}` to restore the pinned one")
+    saved = torch.load(directory / "evaluator.pt", weights_only=True)
+    net = EvaluatorNet(tuple(saved["image_shape"]), int(saved["num_classes"]), int(saved["feature_dim"]))
+    net.load_state_dict(saved["state"])
+    record = read_json(directory / "evaluator.json")
+    actual = weights_sha256(net)
+    if actual != record.get("sha256"):
+        raise ConfigError(f"{directory}/evaluator.pt hashes to {actual[:12]}, its evaluator.json records "
+                          f"{str(record.get('sha256'))[:12]}: the pinned weights were changed. Restore them with "
+                          f"`git checkout {directory}` or retrain with `uv run genbench evaluator {directory.name} --retrain`")
+    return net.eval(), record

@@ -8,6 +8,17 @@ genbench's own code fresh from disk (edits are always seen), takes over the clie
 stderr (passed over a Unix socket), working directory and environment, runs the stage, and its exit
 status goes back to the client, which DVC sees as the stage's process.
 
+Why it is safe:
+- Only this user reaches it: the socket lives in a directory that must be ours alone (mode 0700,
+  not a symlink), and each end checks the other's uid (SO_PEERCRED) before anything is sent.
+- Nothing outlives its client: if the client dies first (kill -9 of it, or of `dvc repro` with its
+  process group), the server kills the stage's process group, the stage's own workers included.
+- A server serves only clients whose import-time variables (thread counts, CUDA_VISIBLE_DEVICES,
+  PYTORCH_*, LD_*, PYTHONPATH, ...) equal those it imported under: they are part of its name.
+- No CUDA in a process that forks: the server only imports (torch.cuda.is_available() is told to
+  ask NVML), and should CUDA ever be initialised in it, it refuses to fork and exits.
+Whenever the server cannot be used, the stage runs in-process (with one line on stderr if unsafe).
+
 Without a running server (the first stage), or with GENBENCH_STAGE_SERVER=0, a stage runs
 in-process exactly as before. The server exits after GENBENCH_STAGE_SERVER_IDLE seconds (120) with
 no request. Only the standard library is imported here, so a client starts in milliseconds.
@@ -18,12 +29,16 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import select
 import signal
 import socket
+import stat
+import struct
 import subprocess
 import sys
 import tempfile
 import threading
+import time
 from pathlib import Path
 
 PRELOAD = (
@@ -36,45 +51,100 @@ PRELOAD = (
     "sklearn.cluster", "sklearn.calibration", "sklearn.preprocessing", "hmmlearn.hmm",
     "matplotlib", "matplotlib.figure", "matplotlib.backends.backend_agg",
 )
+# Read by the preloaded libraries when they are imported, so a server only serves clients that agree.
+IMPORT_TIME_ENV = ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS", "CUDA_VISIBLE_DEVICES",
+                   "LD_LIBRARY_PATH", "LD_PRELOAD", "PYTHONHASHSEED", "PYTHONPATH")
+IMPORT_TIME_PREFIXES = ("PYTORCH_", "TORCH_", "CUBLAS_", "NVIDIA_")
 _MESSAGE_LIMIT = 1 << 20
+_GRACE = 2.0  # seconds between SIGTERM and SIGKILL for an orphaned stage
+
+
+class Unsafe(Exception):
+    """The server cannot be used safely; the message says why."""
+
+
+def runtime_dir() -> Path:
+    """$XDG_RUNTIME_DIR/genbench when that is our directory, else <tmp>/genbench-<uid>."""
+    xdg = os.environ.get("XDG_RUNTIME_DIR")
+    if xdg and os.path.isdir(xdg) and os.stat(xdg).st_uid == os.getuid():
+        return Path(xdg) / "genbench"
+    return Path(tempfile.gettempdir()) / f"genbench-{os.getuid()}"
+
+
+def _private_dir() -> Path:
+    """runtime_dir(), created with mode 0700; Unsafe unless it is a real directory that is ours alone."""
+    path = runtime_dir()
+    try:
+        os.mkdir(path, 0o700)
+    except FileExistsError:
+        pass
+    except OSError as error:
+        raise Unsafe(f"cannot create {path}: {error}") from None
+    info = os.lstat(path)
+    if not stat.S_ISDIR(info.st_mode):
+        raise Unsafe(f"{path} is not a directory")
+    if info.st_uid != os.getuid():
+        raise Unsafe(f"{path} belongs to uid {info.st_uid}")
+    if info.st_mode & 0o077:
+        raise Unsafe(f"{path} is open to other users (mode {info.st_mode & 0o777:o})")
+    return path
 
 
 def socket_path() -> Path:
-    """One server per interpreter and checkout: a server never serves another environment."""
+    """One server per interpreter, checkout and import-time environment: it never serves another."""
     here = Path(__file__).resolve().parent
-    key = hashlib.sha256(f"{sys.executable}\0{here}\0{sys.version}".encode()).hexdigest()[:16]
-    return Path(tempfile.gettempdir()) / f"genbench-{os.getuid()}-{key}.sock"
+    imported = sorted((name, value) for name, value in os.environ.items()
+                      if name in IMPORT_TIME_ENV or name.startswith(IMPORT_TIME_PREFIXES))
+    key = hashlib.sha256(json.dumps([sys.executable, str(here), sys.version, imported]).encode()).hexdigest()[:16]
+    return _private_dir() / f"stage-{key}.sock"
+
+
+def _peer_uid(connection: socket.socket) -> int:
+    creds = connection.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED, struct.calcsize("3i"))
+    return struct.unpack("3i", creds)[1]  # pid, uid, gid
+
+
+def _trusted(connection: socket.socket) -> bool:
+    """Whether the process at the other end of the connection runs as this user."""
+    return _peer_uid(connection) == os.getuid()
 
 
 def run_stage(stage: str, args: list[str]) -> int:
     """Run `genbench <stage> <args>` through the warm server when there is one, else in-process."""
     argv = [stage, *args]
     if os.environ.get("GENBENCH_STAGE_SERVER", "1") != "0":
-        code = _run_remote(argv)
-        if code is not None:
-            return code
-        _start_server()
+        try:
+            code = _run_remote(argv)
+            if code is not None:
+                return code
+            _start_server()
+        except Unsafe as reason:
+            print(f"genbench: not using the warm stage server: {reason}", file=sys.stderr)
     from genbench.cli import main
 
     return main(argv)
 
 
 def _run_remote(argv: list[str]) -> int | None:
+    """The stage's exit status from a child of the server, or None when no server took the request."""
     path = socket_path()
-    client = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-    try:
-        client.connect(str(path))
-    except OSError:
-        client.close()
-        return None
-    with client:
+    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as client:
+        try:
+            client.connect(str(path))
+        except OSError:
+            return None
+        if not _trusted(client):
+            raise Unsafe(f"{path} is served by uid {_peer_uid(client)}, not by this user")
         request = json.dumps({"argv": argv, "cwd": os.getcwd(), "env": dict(os.environ)}).encode() + b"\n"
-        socket.send_fds(client, [request[:1]], [0, 1, 2])  # the descriptors ride on the first byte
-        client.sendall(request[1:])
         reader = client.makefile("r")
-        started = reader.readline()
+        try:
+            socket.send_fds(client, [request[:1]], [0, 1, 2])  # the descriptors ride on the first byte
+            client.sendall(request[1:])
+            started = reader.readline()
+        except OSError:
+            return None
         if not started:
-            return None  # the server went away before forking: run in-process instead
+            return None  # the server went away or refused before forking: run in-process instead
         child = json.loads(started)["pid"]
 
         def forward(signum, _frame):  # Ctrl-C or DVC stopping the stage reaches the child
@@ -85,7 +155,10 @@ def _run_remote(argv: list[str]) -> int | None:
 
         for signum in (signal.SIGINT, signal.SIGTERM):
             signal.signal(signum, forward)
-        finished = reader.readline()
+        try:
+            finished = reader.readline()
+        except OSError:
+            finished = ""
         return json.loads(finished)["exit"] if finished else 1
 
 
@@ -112,54 +185,61 @@ def _start_server() -> None:
     os.close(fd)
 
 
-def serve() -> None:
+def serve(preload: tuple[str, ...] = PRELOAD) -> None:
+    """The server: import `preload`, then fork a stage per request until idle."""
     import importlib
 
+    try:
+        path = socket_path()  # named after the environment as the client left it
+    except Unsafe:
+        return
+    pid_file = path.with_suffix(".pid")
+    os.environ["PYTORCH_NVML_BASED_CUDA_CHECK"] = "1"  # so torch.cuda.is_available() leaves CUDA alone
     os.environ.setdefault("MPLBACKEND", "Agg")
-    for module in PRELOAD:
+    for module in preload:
         try:
             importlib.import_module(module)
         except Exception:  # noqa: BLE001 - an optional library missing only makes its stages slower
             pass
-    path = socket_path()
-    pid_file = path.with_suffix(".pid")
-    path.unlink(missing_ok=True)
     server = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-    server.bind(str(path))
-    server.listen(8)
-    server.settimeout(float(os.environ.get("GENBENCH_STAGE_SERVER_IDLE", "120")))
-    running = _Counter()
+    stages: list[threading.Thread] = []
     try:
+        path.unlink(missing_ok=True)
+        server.bind(str(path))
+        server.listen(8)
+        server.settimeout(float(os.environ.get("GENBENCH_STAGE_SERVER_IDLE", "120")))
         while True:
             try:
                 connection, _ = server.accept()
             except socket.timeout:
-                if running.value == 0:
+                stages = [stage for stage in stages if stage.is_alive()]
+                if not stages:
                     break
                 continue
             try:
+                if not _trusted(connection):
+                    raise PermissionError("another user")
                 request, fds = _receive(connection)
-            except (OSError, ValueError):  # a probe or a broken client: drop it, keep serving
+            except (OSError, ValueError):  # another user, a probe or a broken client: drop it unread
                 connection.close()
                 continue
-            running.add(1)
-            _handle(server, connection, request, fds, running)
+            if _cuda_initialized():  # a forked child would inherit a broken CUDA: refuse, and retire
+                for fd in fds:
+                    os.close(fd)
+                connection.close()
+                break
+            stages.append(_start_stage(server, connection, request, fds))
     finally:
         path.unlink(missing_ok=True)
         pid_file.unlink(missing_ok=True)
         server.close()
+        for stage in stages:  # stages in flight still finish and report
+            stage.join()
 
 
-class _Counter:
-    """Stages in flight: the server only idles out when none is running."""
-
-    def __init__(self) -> None:
-        self.value = 0
-        self._lock = threading.Lock()
-
-    def add(self, delta: int) -> None:
-        with self._lock:
-            self.value += delta
+def _cuda_initialized() -> bool:
+    torch = sys.modules.get("torch")
+    return torch is not None and torch.cuda.is_initialized()
 
 
 def _receive(connection: socket.socket) -> tuple[dict, list[int]]:
@@ -182,18 +262,18 @@ def _receive(connection: socket.socket) -> tuple[dict, list[int]]:
         raise
 
 
-def _handle(server: socket.socket, connection: socket.socket, request: dict, fds: list[int],
-            running: _Counter) -> None:
+def _start_stage(server: socket.socket, connection: socket.socket, request: dict, fds: list[int]) -> threading.Thread:
+    """Fork the stage, and a thread that reports its exit status to the client."""
     pid = os.fork()
     if pid == 0:  # the stage
-        server.close()
-        connection.close()
         code = 1
         try:
+            os.setsid()  # its own process group: killed as a whole if the client dies
+            server.close()
+            connection.close()
             for target, fd in enumerate(fds):
                 os.dup2(fd, target)
                 os.close(fd)
-            os.setsid()
             os.chdir(request["cwd"])
             os.environ.clear()
             os.environ.update(request["env"])
@@ -213,19 +293,68 @@ def _handle(server: socket.socket, connection: socket.socket, request: dict, fds
             os._exit(code)
     for fd in fds:
         os.close(fd)
-    connection.sendall((json.dumps({"pid": pid}) + "\n").encode())
 
-    def wait() -> None:
-        _, status = os.waitpid(pid, 0)
-        code = os.waitstatus_to_exitcode(status)
+    def report() -> None:
+        with connection:
+            try:
+                connection.sendall((json.dumps({"pid": pid}) + "\n").encode())
+            except OSError:
+                pass  # the client is already gone: _wait sees that too
+            code = _wait(pid, connection)
+            try:
+                connection.sendall((json.dumps({"exit": code if code >= 0 else 128 - code}) + "\n").encode())
+            except OSError:
+                pass
+
+    thread = threading.Thread(target=report, daemon=True)
+    thread.start()
+    return thread
+
+
+def _wait(pid: int, connection: socket.socket) -> int:
+    """The stage's exit code. If the client's connection closes first (the client was killed), the
+    stage's process group is killed: nothing may go on writing outputs behind DVC's back."""
+    try:
+        pidfd = os.pidfd_open(pid)  # readable once the stage has exited
+    except (AttributeError, OSError):
+        pidfd = None  # an old kernel: look every 0.1 s
+    try:
+        while not _exited(pid):
+            watched = [connection] if pidfd is None else [connection, pidfd]
+            ready, _, _ = select.select(watched, [], [], 0.1 if pidfd is None else None)
+            if connection in ready and _closed(connection):
+                _kill_group(pid)
+                break
+    finally:
+        if pidfd is not None:
+            os.close(pidfd)
+    _, status = os.waitpid(pid, 0)
+    return os.waitstatus_to_exitcode(status)
+
+
+def _closed(connection: socket.socket) -> bool:
+    """Whether the client hung up (it sends nothing after its request)."""
+    try:
+        return not connection.recv(1)
+    except OSError:
+        return True
+
+
+def _exited(pid: int) -> bool:
+    """Whether the stage has exited, without reaping it: its pid and process group id stay ours."""
+    return os.waitid(os.P_PID, pid, os.WEXITED | os.WNOHANG | os.WNOWAIT) is not None
+
+
+def _kill_group(pid: int) -> None:
+    """SIGTERM the stage's process group, then SIGKILL it (workers included) after a grace period."""
+    for signum in (signal.SIGTERM, signal.SIGKILL):
         try:
-            connection.sendall((json.dumps({"exit": code if code >= 0 else 128 - code}) + "\n").encode())
-        except OSError:
-            pass  # the client was killed; nothing to tell
-        connection.close()
-        running.add(-1)
-
-    threading.Thread(target=wait, daemon=True).start()
+            os.killpg(pid, signum)
+        except ProcessLookupError:  # forked but not yet in its own session: no workers yet
+            os.kill(pid, signum)
+        deadline = time.monotonic() + _GRACE
+        while signum == signal.SIGTERM and not _exited(pid) and time.monotonic() < deadline:
+            time.sleep(0.05)
 
 
 if __name__ == "__main__" and sys.argv[1:] == ["serve"]:

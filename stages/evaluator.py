@@ -1,4 +1,4 @@
-"""DVC stage `evaluator`: a thin CLI over genbench.pipeline.run_evaluator (see `genbench evaluator --help`).
+"""DVC stage `evaluator`: a thin CLI over `genbench evaluator` (see genbench.cli.STAGES and `genbench evaluator --help`).
 
 Runs through genbench.launcher, which forks it from a warm interpreter when one is running."""
 

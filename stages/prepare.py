@@ -1,4 +1,4 @@
-"""DVC stage `prepare`: a thin CLI over genbench.pipeline.run_prepare (see `genbench prepare --help`).
+"""DVC stage `prepare`: a thin CLI over `genbench prepare` (see genbench.cli.STAGES and `genbench prepare --help`).
 
 Runs through genbench.launcher, which forks it from a warm interpreter when one is running."""
 

@@ -1,4 +1,4 @@
-"""DVC stage `report`: a thin CLI over genbench.pipeline.run_report (see `genbench report --help`).
+"""DVC stage `report`: a thin CLI over `genbench report` (see genbench.cli.STAGES and `genbench report --help`).
 
 Runs through genbench.launcher, which forks it from a warm interpreter when one is running."""
 

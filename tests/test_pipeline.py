@@ -14,7 +14,7 @@ import pytest
 import torch
 import yaml
 
-from genbench import pipeline
+from genbench.data.prepare import run_prepare
 from genbench.cli import main
 from genbench.io import atomic_directory
 from genbench.training import TrainingDiverged, train_loop
@@ -54,20 +54,41 @@ def _params(tmp_path: Path, **override) -> Path:
     return path
 
 
-def test_killed_training_leaves_nothing_a_rerun_would_trust(tmp_path):
-    params = _params(tmp_path)
-    assert main(["--params", str(params), "--root", str(tmp_path), "prepare", "digits"]) == 0
-    env = {**os.environ, "GENBENCH_PROGRESS": "0"}
+def _session_processes(sid: int) -> list[int]:
+    pids = []
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                if os.getsid(int(entry.name)) == sid and (entry / "stat").read_text().split()[2] != "Z":
+                    pids.append(int(entry.name))
+            except (ProcessLookupError, PermissionError, FileNotFoundError):
+                pass
+    return pids
+
+
+def test_killed_stage_leaves_nothing_a_rerun_would_trust(tmp_path):
+    """SIGKILL of the stage process alone (as when DVC is killed): its forked seed workers die with
+    it (PR_SET_PDEATHSIG) instead of training on behind DVC's back, and no output looks finished."""
+    params = _params(tmp_path, seeds=[0, 1])
+    for stage in (["prepare", "digits"], ["evaluator", "digits"]):
+        assert main(["--params", str(params), "--root", str(tmp_path), *stage]) == 0
+    env = {**os.environ, "GENBENCH_PROGRESS": "0", "GENBENCH_WORKERS": "2"}
     process = subprocess.Popen([sys.executable, "-m", "genbench.cli", "--params", str(params), "--root", str(tmp_path),
-                                "train", "digits", "vae"], env=env, start_new_session=True)
+                                "model", "digits", "vae"], env=env, start_new_session=True)
     model_dir = tmp_path / "models" / "digits"
     deadline = time.time() + 120
-    while time.time() < deadline and not any(model_dir.glob(".vae.*.tmp")):
-        time.sleep(0.2)  # wait until training has started writing
+    while time.time() < deadline and len(_session_processes(process.pid)) < 3:
+        time.sleep(0.2)  # wait until both workers are training
     assert any(model_dir.glob(".vae.*.tmp")), "training never started"
-    os.killpg(process.pid, signal.SIGKILL)
+    assert len(_session_processes(process.pid)) >= 3, "the workers never started"
+    os.kill(process.pid, signal.SIGKILL)
     process.wait()
+    deadline = time.time() + 10
+    while time.time() < deadline and _session_processes(process.pid):
+        time.sleep(0.1)
+    assert not _session_processes(process.pid), "workers outlived their stage"
     assert not (model_dir / "vae").exists()
+    assert not (tmp_path / "metrics" / "digits" / "vae.json").exists()
     assert not (tmp_path / "curves" / "digits" / "vae.csv").exists()
     # the next run clears the dead run's temporary directory
     with atomic_directory(model_dir / "vae"):
@@ -80,7 +101,7 @@ def test_unknown_names_fail_at_once_listing_registered(tmp_path, capsys):
     data = yaml.safe_load(params.read_text())
     data["models"]["stylegan9"] = {}
     params.write_text(yaml.safe_dump(data))
-    assert main(["--params", str(params), "--root", str(tmp_path), "train", "digits", "gmm"]) == 1
+    assert main(["--params", str(params), "--root", str(tmp_path), "model", "digits", "gmm"]) == 1
     err = capsys.readouterr().err
     assert "stylegan9" in err and "gmm" in err and "vae" in err and "registered" in err
     data["models"].pop("stylegan9")
@@ -96,7 +117,7 @@ def test_bad_hyperparameter_names_the_key(tmp_path, capsys):
     data = yaml.safe_load(params.read_text())
     data["models"]["gmm"]["n_components"] = "many"
     params.write_text(yaml.safe_dump(data))
-    assert main(["--params", str(params), "--root", str(tmp_path), "train", "digits", "gmm"]) == 1
+    assert main(["--params", str(params), "--root", str(tmp_path), "model", "digits", "gmm"]) == 1
     assert "models.gmm.n_components" in capsys.readouterr().err
 
 
@@ -116,7 +137,7 @@ def test_preparing_twice_writes_identical_bytes(tmp_path, monkeypatch):
     for root in (first, second):  # as the stage runs: from the repository root
         root.mkdir()
         monkeypatch.chdir(root)
-        pipeline.run_prepare(params, "digits")
+        run_prepare(params, "digits")
     names = sorted(p.name for p in (first / "data" / "digits").iterdir())
     assert names == ["meta.json", "splits.pt"]
     for name in names:

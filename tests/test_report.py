@@ -1,9 +1,12 @@
-"""The report stage on a fake repository: four metrics records, sample grids, curves, evaluator, meta."""
+"""The report stages on a fake repository: per-seed metrics records built here (summary = means over
+seeds, intervals of chosen widths), sample grids, curves, evaluator and meta."""
 
 from __future__ import annotations
 
+import copy
 import json
 import math
+import os
 from pathlib import Path
 
 import pandas as pd
@@ -11,7 +14,8 @@ import pytest
 import torch
 from torchvision.utils import save_image
 
-from genbench.report import build_report, collect
+from genbench.report import build_dataset_report, build_index, run_index, run_report
+from genbench.report.leaderboard import FIELDS, METRIC_COLUMNS
 
 REQUIRED_COLUMNS = [
     "dataset", "model", "kind", "accuracy", "log_loss", "ece", "nll_nats", "nll_space", "nll_estimator",
@@ -19,11 +23,16 @@ REQUIRED_COLUMNS = [
     "memorisation", "cas", "anomaly_auroc", "train_seconds", "total_seconds",
 ]
 SHA = "f" * 64
+OTHER_SHA = "e" * 64
+SEEDS = [0, 1, 2]
+METHOD = "95% interval: Student t over 3 seeds (+) percentile bootstrap over 360 test images, 1000 resamples"
+SEED_METHOD = "95% interval: Student t over 3 seeds"
+OFFSETS = [-1.0, 0.0, 1.0]  # seed s's value = mean + offset * spread: the mean over seeds is exact
 
 
-def cost(train: float) -> dict:
-    return {"train_seconds": train, "sample_seconds": 0.5, "evaluate_seconds": 1.0, "anomaly_seconds": None,
-            "total_seconds": train + 1.5, "device": "cpu"}
+def cost(fit: float) -> dict:
+    return {"fit_seconds": fit, "evaluate_seconds": 1.0, "anomaly_seconds": None, "total_seconds": fit + 1.5,
+            "device": "cpu"}
 
 
 def likelihood(nll: float, space: str, estimator: str, method: str, samples: int | None = None) -> dict:
@@ -32,46 +41,110 @@ def likelihood(nll: float, space: str, estimator: str, method: str, samples: int
             "samples": samples, "split": "test", "n": 360}
 
 
-def fid(value: float, n_generated: int) -> dict:
-    return {"value": value, "features": "evaluator-cnn", "features_sha256": SHA, "feature_dim": 64,
+def fid(value: float, n_generated: int, sha: str = SHA) -> dict:
+    return {"value": value, "features": "evaluator-cnn", "features_sha256": sha, "feature_dim": 64,
             "n_generated": n_generated, "n_reference": 360, "reference_split": "test", "seed": 0}
 
 
-RECORDS = {
-    "vae": {
-        "kind": "generative", "capabilities": ["generate", "density", "represent"],
-        "hyperparameters": {"latent_dim": 8},
-        "cost": cost(12.0),
-        "likelihood": likelihood(30.0, "binary", "estimate", "IWAE bound, k=1000 importance samples", 1000),
-        "likelihood_extra": [likelihood(32.5, "binary", "lower_bound", "ELBO, 1 sample", 1)],
-        "fid": fid(12.5, 2000),
-        "prdc": {"precision": 0.8, "recall": 0.6, "density": 0.9, "coverage": 0.7, "k": 5},
-        "not_applicable": {"classification": "no predict_proba() method", "anomaly": "not run"},
-    },
-    "gaussian_nb": {
-        "kind": "generative", "capabilities": ["generate", "density", "classify"],
-        "hyperparameters": {},
-        "cost": cost(0.2),
-        "classification": {"accuracy": 0.81, "log_loss": 2.3, "ece": 0.15, "ece_bins": 15, "split": "test", "n": 360},
-        "likelihood": likelihood(150.0, "discrete", "lower_bound", "exact Gaussian density; uniform dequantisation"),
-        "fid": fid(80.0, 500),
-    },
-    "cnn": {
-        "kind": "discriminative", "capabilities": ["classify"],
-        "hyperparameters": {"epochs": 3},
-        "cost": cost(30.0),
-        "classification": {"accuracy": 0.975, "log_loss": 0.09, "ece": 0.012, "ece_bins": 15, "split": "test", "n": 360},
-        "not_applicable": {"likelihood": "no log_prob() method", "fid": "no sample() method"},
-    },
-    "ocsvm": {
-        "kind": "anomaly", "capabilities": ["detect"],
-        "hyperparameters": {"nu": 0.1},
-        "cost": cost(3.0),
-        "anomaly": {"auroc_mean": 0.85, "auroc_per_class": {"0": 0.9, "1": 0.8, "2": 0.85}, "normal_classes": [0, 1, 2],
-                    "protocol": "one-class (Ruff et al. 2018): train on one class, score the whole test split",
-                    "score": "anomaly_score", "split": "test"},
-    },
-}
+def classification(accuracy: float) -> dict:
+    return {"accuracy": accuracy, "log_loss": 2.0 * (1 - accuracy), "ece": 0.1 * (1 - accuracy), "ece_bins": 15,
+            "split": "test", "n": 360}
+
+
+def leaves(data, prefix=""):
+    """(dotted path, value) of every numeric leaf."""
+    items = data.items() if isinstance(data, dict) else enumerate(data) if isinstance(data, list) else []
+    for key, value in items:
+        path = f"{prefix}{key}"
+        if isinstance(value, (dict, list)):
+            yield from leaves(value, path + ".")
+        elif isinstance(value, (int, float)) and not isinstance(value, bool):
+            yield path, value
+
+
+def set_path(data, path, value):
+    *parents, last = path.split(".")
+    for part in parents:
+        data = data[int(part)] if isinstance(data, list) else data[part]
+    if isinstance(data, list):
+        data[int(last)] = value
+    else:
+        data[last] = value
+
+
+METRIC_PATHS = {FIELDS[c] for c in METRIC_COLUMNS} | {"likelihood_extra.0.nll_nats", "likelihood_extra.0.bits_per_dim"}
+
+
+def record(model: str, kind: str, capabilities: list[str], sections: dict, half: dict | None = None,
+           per_seed_sha: list[str] | None = None) -> dict:
+    """A metrics record in the per-seed format. `sections` are the means; seed values spread around them
+    (metrics only, by 1% of the mean); every metric path gets an interval of half-width `half[path]`
+    (default 0.1% of the mean; cost paths use the seed-only method)."""
+    half = half or {}
+    per_seed = []
+    for i, seed in enumerate(SEEDS):
+        one = copy.deepcopy(sections)
+        for path, value in leaves(sections):
+            if path in METRIC_PATHS:
+                set_path(one, path, value + OFFSETS[i] * 0.01 * abs(value))
+        if "fid" in one:
+            one["fid"]["seed"] = seed
+            if per_seed_sha:
+                one["fid"]["features_sha256"] = per_seed_sha[i]
+        per_seed.append({"seed": seed, "dataset": "digits", "model": model, **one})
+    intervals = {}
+    for path, value in leaves(sections):
+        if path in METRIC_PATHS:
+            h = half.get(path, 0.001 * abs(value))
+            intervals[path] = {"mean": value, "low": value - h, "high": value + h, "n_seeds": len(SEEDS),
+                               "method": SEED_METHOD if path.startswith("cost.") else METHOD}
+    return {"dataset": "digits", "model": model, "kind": kind, "capabilities": capabilities,
+            "hyperparameters": {}, "seeds": SEEDS, "not_applicable": sections.pop("not_applicable", {}),
+            "summary": sections, "intervals": intervals, "per_seed": per_seed,
+            "stage_seconds": 2.0 * sections["cost"]["fit_seconds"] / 3 + 1.0, "workers": 3}
+
+
+def records() -> dict[str, dict]:
+    return {
+        "vae": record("vae", "generative", ["generate", "density", "represent"], {
+            "cost": cost(12.0),
+            "likelihood": likelihood(30.0, "binary", "estimate", "IWAE bound, k=1000 importance samples", 1000),
+            "likelihood_extra": [likelihood(32.5, "binary", "lower_bound", "ELBO, 1 sample", 1)],
+            "fid": fid(12.5, 2000),
+            "prdc": {"precision": 0.8, "recall": 0.6, "density": 0.9, "coverage": 0.7, "k": 5},
+            "not_applicable": {"classification": "no predict_proba() method", "anomaly": "not run"},
+        }, half={"fid.value": 1.0}),
+        "gaussian_nb": record("gaussian_nb", "generative", ["generate", "density", "classify"], {
+            "cost": cost(0.2),
+            "classification": classification(0.81),
+            "likelihood": likelihood(150.0, "discrete", "lower_bound", "exact Gaussian density; uniform dequantisation"),
+            "fid": fid(80.0, 500),
+        }, half={"classification.accuracy": 0.02}),
+        # cnn 0.975 [0.97, 0.98]; mlp 0.968 [0.96, 0.976] overlaps it: tied; gaussian_nb 0.81 [0.79, 0.83]: not.
+        "cnn": record("cnn", "discriminative", ["classify"], {
+            "cost": cost(30.0), "classification": classification(0.975),
+            "not_applicable": {"likelihood": "no log_prob() method", "fid": "no sample() method"},
+        }, half={"classification.accuracy": 0.005}),
+        "mlp": record("mlp", "discriminative", ["classify"], {
+            "cost": cost(5.0), "classification": classification(0.968),
+        }, half={"classification.accuracy": 0.008}),
+        "ocsvm": record("ocsvm", "anomaly", ["detect"], {
+            "cost": cost(3.0),
+            "anomaly": {"auroc_mean": 0.85, "auroc_per_class": {"0": 0.9, "1": 0.8, "2": 0.85}, "normal_classes": [0, 1, 2],
+                        "protocol": "one-class (Ruff et al. 2018): train on one class, score the whole test split",
+                        "score": "anomaly_score", "split": "test"},
+        }),
+        # FID on another feature network (a stale record): the lowest FID, but never ranked with the others.
+        "gan": record("gan", "generative", ["generate"], {
+            "cost": cost(8.0), "fid": fid(5.0, 1000, OTHER_SHA),
+            "prdc": {"precision": 0.95, "recall": 0.9, "density": 1.1, "coverage": 0.9, "k": 5},
+        }, per_seed_sha=[OTHER_SHA] * 3),
+        # On disk but not listed in params.yaml: ignored. Its record is not even valid.
+        "knn": {"dataset": "digits", "model": "knn", "summary": "not a record"},
+    }
+
+
+MODELS = ["vae", "gaussian_nb", "cnn", "mlp", "ocsvm", "gan"]
 
 
 def write(path: Path, text: str) -> None:
@@ -80,16 +153,17 @@ def write(path: Path, text: str) -> None:
 
 
 def make_root(root: Path) -> None:
-    for model, record in RECORDS.items():
-        write(root / "metrics" / "digits" / f"{model}.json", json.dumps({"dataset": "digits", "model": model, **record}))
-        capable = "generate" in record["capabilities"]
+    for model, rec in records().items():
+        write(root / "metrics" / "digits" / f"{model}.json", json.dumps(rec))
+        capable = "generate" in rec.get("capabilities", [])
         write(root / "samples" / "digits" / model / "info.json", json.dumps({"capable": capable}))
         if capable:
             save_image(torch.rand(16, 1, 8, 8, generator=torch.Generator().manual_seed(0)),
                        root / "samples" / "digits" / model / "grid.png", nrow=4)
-    write(root / "curves" / "digits" / "vae.csv", "epoch,elbo,kl\n0,60.0,3.0\n1,40.0,4.0\n2,35.0,4.5\n")
-    write(root / "curves" / "digits" / "cnn.csv", "epoch,loss\n0,1.2\n1,0.4\n")
-    write(root / "curves" / "digits" / "gaussian_nb.csv", "epoch,loss\n")  # closed form: header only
+    write(root / "curves" / "digits" / "vae.csv",
+          "seed,epoch,elbo,kl\n" + "".join(f"{s},{e},{60.0 - 10 * e + s},{3.0 + e}\n" for s in SEEDS for e in range(3)))
+    write(root / "curves" / "digits" / "cnn.csv", "seed,epoch,loss\n0,0,1.2\n0,1,0.4\n1,0,1.1\n1,1,0.5\n")
+    write(root / "curves" / "digits" / "gaussian_nb.csv", "seed,epoch,loss\n")  # closed form: header only
     write(root / "evaluators" / "digits" / "evaluator.json", json.dumps({
         "test_accuracy": 0.97, "sha256": SHA, "feature_dim": 64,
         "reference_fid": {"value": 1.75, "description": "FID of the train split against the test split"}}))
@@ -102,7 +176,12 @@ def make_root(root: Path) -> None:
 def report(tmp_path_factory):
     root = tmp_path_factory.mktemp("repo")
     make_root(root)
-    summary = build_report(root, root / "reports")
+    sibling = root / "reports" / "other_dataset"
+    write(sibling / "README.md", "another dataset's report\n")
+    write(sibling / "summary.json", json.dumps({"dataset": "other_dataset", "models": ["x"], "splits": None,
+                                                 "seeds": [0], "best": [{"text": "best accuracy: x 0.5"}]}))
+    os.utime(sibling / "README.md", (1_000_000, 1_000_000))
+    summary = build_dataset_report(root, root / "reports" / "digits", "digits", MODELS)
     return root, root / "reports", summary
 
 
@@ -112,21 +191,26 @@ def sections(readme: str) -> dict[str, str]:
     return {part.splitlines()[0]: part for part in parts}
 
 
-def test_collect_flattens_one_row_per_record(report):
-    root, _, _ = report
-    frame = collect(root)
-    assert len(frame) == 4
-    assert frame.set_index("model").loc["ocsvm", "anomaly.auroc_per_class.1"] == 0.8
+def row_of(text: str, model: str) -> str:
+    return next(line for line in text.splitlines() if line.startswith(f"| {model} "))
 
 
-def test_leaderboard_columns_rows_and_values(report):
+def test_leaderboard_means_intervals_and_seed_counts(report):
     _, out, _ = report
     board = pd.read_csv(out / "digits" / "leaderboard.csv")
     assert list(board.columns[: len(REQUIRED_COLUMNS)]) == REQUIRED_COLUMNS
-    assert sorted(board["model"]) == sorted(RECORDS)
+    for column in ("n_seeds", "stage_seconds", "workers", "accuracy_ci_low", "accuracy_ci_high", "accuracy_n_seeds",
+                   "accuracy_ci_method", "accuracy_tied_best", "nll_nats_tied_best", "fid_tied_best", "cas_tied_best",
+                   "anomaly_auroc_tied_best", "train_seconds_ci_low"):
+        assert column in board.columns, column
+    assert sorted(board["model"]) == sorted(MODELS)  # knn (on disk, not listed) is ignored
     board = board.set_index("model")
-    assert board.loc["cnn", "accuracy"] == 0.975
-    assert board.loc["gaussian_nb", "accuracy"] == 0.81
+    assert board.loc["cnn", "accuracy"] == pytest.approx(0.975)
+    assert board.loc["cnn", "accuracy_ci_low"] == pytest.approx(0.97)
+    assert board.loc["cnn", "accuracy_ci_high"] == pytest.approx(0.98)
+    assert board.loc["cnn", "accuracy_n_seeds"] == 3 and board.loc["cnn", "accuracy_ci_method"] == METHOD
+    assert (board["n_seeds"] == 3).all() and (board["workers"] == 3).all()
+    assert board.loc["cnn", "stage_seconds"] == pytest.approx(21.0)
     assert board.loc["vae", "nll_space"] == "binary" and board.loc["vae", "nll_nats"] == 30.0
     assert board.loc["vae", "nll_estimator"] == "estimate"
     assert board.loc["gaussian_nb", "nll_space"] == "discrete"
@@ -134,69 +218,172 @@ def test_leaderboard_columns_rows_and_values(report):
     assert board.loc["vae", "precision"] == 0.8 and board.loc["vae", "coverage"] == 0.7
     assert board.loc["ocsvm", "anomaly_auroc"] == 0.85
     assert board.loc["cnn", "train_seconds"] == 30.0 and board.loc["cnn", "total_seconds"] == 31.5
-    # Missing capability or section -> empty cell.
-    assert pd.isna(board.loc["vae", "accuracy"])
+    assert board.loc["cnn", "train_seconds_ci_method"] == SEED_METHOD
+    # Missing capability or section -> empty cells, interval columns included.
+    assert pd.isna(board.loc["vae", "accuracy"]) and pd.isna(board.loc["vae", "accuracy_ci_low"])
+    assert pd.isna(board.loc["vae", "accuracy_tied_best"])
     assert pd.isna(board.loc["cnn", "nll_nats"]) and pd.isna(board.loc["cnn", "fid"])
     assert pd.isna(board.loc["gaussian_nb", "precision"])
     assert board["cas"].isna().all() and board["memorisation"].isna().all()
     assert pd.isna(board.loc["ocsvm", "accuracy"]) and pd.isna(board.loc["ocsvm", "nll_space"])
 
 
+def test_tied_best_marks_overlap_only(report):
+    _, out, summary = report
+    board = pd.read_csv(out / "digits" / "leaderboard.csv").set_index("model")
+    # cnn best; mlp's interval overlaps cnn's: tied; gaussian_nb's does not.
+    assert board.loc["cnn", "accuracy_tied_best"] == True  # noqa: E712 (read back from CSV)
+    assert board.loc["mlp", "accuracy_tied_best"] == True  # noqa: E712
+    assert board.loc["gaussian_nb", "accuracy_tied_best"] == False  # noqa: E712
+    # NLL: one model per space, each best of its own space (never ranked across spaces).
+    assert board.loc["vae", "nll_nats_tied_best"] == True and board.loc["gaussian_nb", "nll_nats_tied_best"] == True  # noqa: E712
+    # FID: vae 12.5 [11.5, 13.5] vs gaussian_nb 80: only vae.
+    assert board.loc["vae", "fid_tied_best"] == True and board.loc["gaussian_nb", "fid_tied_best"] == False  # noqa: E712
+
+    classification = sections((out / "digits" / "README.md").read_text())["Classification"]
+    assert "0.975 [0.97, 0.98] ★" in row_of(classification, "cnn")
+    assert "0.968 [0.96, 0.976] ★" in row_of(classification, "mlp")
+    assert "0.81 [0.79, 0.83]" in row_of(classification, "gaussian_nb")
+    assert "★" not in row_of(classification, "gaussian_nb").split("|")[3]
+    assert "★ best mean, and every model whose 95% interval overlaps the best one's: tied" in classification
+    assert "mean over 3 seeds [95% interval]" in classification
+    assert f"Interval method: {METHOD.removeprefix('95% interval: ')}." in classification
+
+    best = {b["metric"]: b for b in summary["best"]}
+    assert best["accuracy"]["model"] == "cnn" and best["accuracy"]["tied"] == ["mlp"]
+    assert best["accuracy"]["text"] == ("best accuracy: cnn 0.975 [0.97, 0.98]; tied: mlp (95% intervals overlap)")
+    assert best["NLL, binary space (nats/image)"]["model"] == "vae"
+    assert best["NLL, discrete space (nats/image)"]["model"] == "gaussian_nb"
+    assert best["anomaly AUROC (mean)"]["model"] == "ocsvm" and best["anomaly AUROC (mean)"]["tied"] == []
+    assert json.loads((out / "digits" / "summary.json").read_text()) == json.loads(json.dumps(summary))
+
+
+def test_other_feature_network_is_left_out_of_the_fid_columns(report):
+    _, out, summary = report
+    board = pd.read_csv(out / "digits" / "leaderboard.csv").set_index("model")
+    for column in ("fid", "fid_ci_low", "fid_ci_high", "precision", "recall", "density", "coverage", "fid_tied_best"):
+        assert pd.isna(board.loc["gan", column]), column
+    assert board.loc["gan", "fid_features_sha256"] == OTHER_SHA  # says why the cells are empty
+    assert {b["metric"]: b["model"] for b in summary["best"]}["FID"] == "vae"  # gan's 5.0 is not ranked
+    readme = sections((out / "digits" / "README.md").read_text())
+    assert "| gan " not in readme["Sample quality: evaluator-cnn features (ffffffffffff)"]
+    stale = readme["Sample quality: evaluator-cnn features (eeeeeeeeeeee)"]
+    assert "| gan " in stale and "★" not in stale
+    assert "**Warning:** These FIDs used feature network eeeeeeeeeeee" in stale
+    assert "left out of leaderboard.csv" in stale
+    per_seed = pd.read_csv(out / "digits" / "per_seed.csv")
+    assert set(per_seed[per_seed["model"] == "gan"]["metric"]) == {"train_seconds", "evaluate_seconds", "total_seconds"}
+
+
+def test_per_seed_csv_one_row_per_seed_and_metric(report):
+    _, out, _ = report
+    per_seed = pd.read_csv(out / "digits" / "per_seed.csv")
+    assert list(per_seed.columns) == ["dataset", "model", "seed", "metric", "value"]
+    assert not per_seed.duplicated(["dataset", "model", "seed", "metric"]).any()
+    cnn = per_seed[per_seed["model"] == "cnn"]
+    assert sorted(cnn["metric"].unique()) == sorted(["accuracy", "log_loss", "ece", "train_seconds",
+                                                     "evaluate_seconds", "total_seconds"])
+    assert len(cnn) == 6 * len(SEEDS) and sorted(cnn["seed"].unique()) == SEEDS
+    accuracy = cnn[cnn["metric"] == "accuracy"].set_index("seed")["value"]
+    assert accuracy[0] == pytest.approx(0.975 * 0.99) and accuracy[2] == pytest.approx(0.975 * 1.01)
+    assert accuracy.mean() == pytest.approx(0.975)
+    assert set(per_seed["model"]) == set(MODELS)
+
+
 def test_readme_separates_likelihood_spaces_with_units(report):
     _, out, _ = report
     readme = (out / "digits" / "README.md").read_text()
     assert readme.startswith("# genbench: digits (train 1293 · val 144 · test 360 images)")
+    assert "3 seeds (0, 1, 2)" in readme
     parts = sections(readme)
     binary = next(text for title, text in parts.items() if title.startswith("Likelihood: binary space"))
     discrete = next(text for title, text in parts.items() if title.startswith("Likelihood: discrete space"))
+    assert "(2 levels, D = 64)" in binary and "(17 levels, D = 64)" in discrete
     assert "vae (ELBO)" in binary and "| vae " in binary and "gaussian_nb" not in binary
     assert "gaussian_nb" in discrete and "vae" not in discrete
     for text in (binary, discrete):
         assert "NLL ↓ (nats/image)" in text and "bits/dim ↓" in text and "estimator" in text
-    # The IWAE estimate (30.0) ranks above its ELBO (32.5): NLL ascending.
+    # The IWAE estimate (30.0) ranks above its ELBO (32.5): NLL ascending; only the main estimate is marked.
     assert binary.index("| vae ") < binary.index("| vae (ELBO)")
+    assert "30 [29.97, 30.03] ★" in row_of(binary, "vae") and "★" not in row_of(binary, "vae (ELBO)")
 
     classification = parts["Classification"]
     assert "log-loss ↓ (nats)" in classification and "ECE ↓ (15 bins)" in classification
-    assert classification.index("cnn") < classification.index("gaussian_nb")  # accuracy descending
+    assert classification.index("| cnn ") < classification.index("| mlp ") < classification.index("| gaussian_nb ")
     assert "vae (no predict_proba() method)" in classification
 
-    quality = parts["Sample quality"]
+    quality = parts["Sample quality: evaluator-cnn features (ffffffffffff)"]
     assert "real data (reference)" in quality and "1.75" in quality
     assert quality.index("| vae ") < quality.index("| gaussian_nb ")  # FID ascending
-    assert "ffffffffffff" in quality  # short feature-network hash
+    assert "12.5 [11.5, 13.5] ★" in row_of(quality, "vae")
     assert "**Warning:** FID is biased upward" in quality and "gaussian_nb (n = 500)" in quality
     assert "vae (n =" not in quality
 
     anomaly = parts["Anomaly detection"]
     assert "mean AUROC ↑" in anomaly and "AUROC 2" in anomaly and "Ruff et al. 2018" in anomaly
-    assert "train (s)" in parts["Cost"] and "total (s)" in parts["Cost"]
+    cost = parts["Cost"]
+    assert "fit (s)" in cost and "stage wall (s)" in cost and "workers" in cost and "parallel worker processes" in cost
+    assert "Interval method: Student t over 3 seeds." in cost
     assert "![vae](samples/vae.png)" in parts["Samples"] and "![cnn](curves/cnn.png)" in parts["Training curves"]
+    assert "shaded band" in parts["Training curves"]
 
 
-def test_pages_link_each_other(report):
-    _, out, summary = report
-    entry = (out / "index.html").read_text()
-    assert 'href="digits/index.html"' in entry and 'href="digits/README.md"' in entry
-    assert "4 models" in entry and "best accuracy: cnn 0.975" in entry
+def test_page_links_and_sibling_dataset_untouched(report):
+    root, out, _ = report
     page = (out / "digits" / "index.html").read_text()
-    assert 'href="../index.html"' in page and 'href="README.md"' in page
+    assert 'href="../index.html"' in page and 'href="README.md"' in page and 'href="per_seed.csv"' in page
     assert 'src="samples/vae.png"' in page and "<table" in page
-    best = {b["metric"]: b["model"] for b in summary["datasets"]["digits"]["best"]}
-    assert best["FID"] == "vae" and best["anomaly AUROC (mean)"] == "ocsvm"
-    assert best["NLL, binary space (nats/image)"] == "vae" and best["NLL, discrete space (nats/image)"] == "gaussian_nb"
+    assert "tied: mlp (95% intervals overlap)" in page
+    sibling = out / "other_dataset"
+    assert sorted(p.name for p in sibling.iterdir()) == ["README.md", "summary.json"]
+    assert (sibling / "README.md").read_text() == "another dataset's report\n"
+    assert (sibling / "README.md").stat().st_mtime == 1_000_000
+    assert not (out / "index.html").exists()  # the entry page is build_index's job
 
 
 def test_images_for_the_right_models_and_no_temp_files(report):
     _, out, _ = report
     digits = out / "digits"
-    assert sorted(p.name for p in (digits / "samples").iterdir()) == ["gaussian_nb.png", "vae.png"]
+    assert sorted(p.name for p in (digits / "samples").iterdir()) == ["gan.png", "gaussian_nb.png", "vae.png"]
     assert sorted(p.name for p in (digits / "curves").iterdir()) == ["cnn.png", "vae.png"]
     assert (digits / "curves" / "vae.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     leftovers = [p for p in out.rglob("*") if p.name.startswith(".") or p.name.endswith(".tmp")]
     assert leftovers == []
 
 
-def test_no_metrics_says_run_dvc_repro(tmp_path):
-    with pytest.raises(FileNotFoundError, match="dvc repro"):
-        build_report(tmp_path, tmp_path / "reports")
+def test_index_lists_only_the_given_datasets(report, tmp_path):
+    root, out, _ = report
+    reports = tmp_path / "reports"
+    for dataset in ("digits", "other_dataset"):
+        write(reports / dataset / "summary.json", (out / dataset / "summary.json").read_text())
+    build_index(reports, ["digits"])
+    entry = (reports / "index.html").read_text()
+    assert 'href="digits/index.html"' in entry and 'href="digits/README.md"' in entry
+    assert "other_dataset" not in entry
+    assert f"{len(MODELS)} models" in entry and "3 seeds (0, 1, 2)" in entry
+    assert "best accuracy: cnn 0.975 [0.97, 0.98]; tied: mlp (95% intervals overlap)" in entry
+    assert "★ best mean" in entry
+
+    with pytest.raises(FileNotFoundError, match=r"missing/summary.json .*dvc repro pipelines/missing/dvc.yaml:report"):
+        build_index(reports, ["digits", "missing"])
+
+
+def test_listed_model_without_record_names_file_and_stage(tmp_path):
+    make_root(tmp_path)
+    with pytest.raises(FileNotFoundError, match=r"metrics/digits/svm.json .*dvc repro pipelines/digits/dvc.yaml:svm"):
+        build_dataset_report(tmp_path, tmp_path / "reports" / "digits", "digits", ["cnn", "svm"])
+    assert not (tmp_path / "reports" / "digits").exists()
+
+
+def test_stage_functions_read_the_models_and_datasets_of_params(tmp_path):
+    make_root(tmp_path)
+    params = {"datasets": {"digits": {}}, "models": {"cnn": {}, "gaussian_nb": {}}}
+    summary = run_report(params, "digits", root=tmp_path)
+    assert summary["models"] == ["cnn", "gaussian_nb"]
+    board = pd.read_csv(tmp_path / "reports" / "digits" / "leaderboard.csv")
+    assert list(board["model"]) == ["cnn", "gaussian_nb"]
+    run_index(params, root=tmp_path)
+    assert 'href="digits/index.html"' in (tmp_path / "reports" / "index.html").read_text()
+    (tmp_path / "metrics" / "digits" / "cnn.json").write_text('{"dataset": "digits", "model": "cnn"}')
+    with pytest.raises(ValueError, match=r"cnn.json has no `summary`.*pipelines/digits/dvc.yaml:cnn"):
+        run_report(params, "digits", root=tmp_path)

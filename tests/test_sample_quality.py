@@ -146,7 +146,7 @@ def test_samples_of_another_domain_are_judged_in_that_domain(digits_splits, eval
     """cyclegan's samples are thickened digits: the evaluate stage maps the reference split and the
     training images through `sample_domain` first, so perfect translations get FID ~0, not a large one."""
     from genbench.models.cyclegan import thicken
-    from genbench.pipeline import Paths, sample_quality
+    from genbench.runner import Job, sample_quality
 
     class Data:  # the PreparedData interface sample_quality reads
         def split(self, name):
@@ -158,14 +158,13 @@ def test_samples_of_another_domain_are_judged_in_that_domain(digits_splits, eval
         def sample_domain(self, x):
             return thicken(x, 2)
 
-    paths = Paths(tmp_path)
-    paths.samples("digits", "m").mkdir(parents=True)
-    torch.save(thicken(digits_splits["test"].x, 2), paths.samples("digits", "m") / "samples.pt")
-    params = {"seed": 0, "protocol": {"fid_reference_split": "test", "prdc_k": 5}}
+    samples = thicken(digits_splits["test"].x, 2)
+    params = {"protocol": {"fid_reference_split": "test", "prdc_k": 5}}
     info = {"sha256": "0" * 64, "feature_dim": EVALUATOR["feature_dim"]}
+    job = Job(params, "digits", "m", Data(), (evaluator, info), torch.device("cpu"), tmp_path, tmp_path, 0)
     with _one_thread():
-        mapped = sample_quality(params, paths, "digits", "m", Data(), evaluator, info, Translator())
-        plain = sample_quality(params, paths, "digits", "m", Data(), evaluator, info, None)
+        mapped = sample_quality(job, Translator(), samples, None, seed=0)
+        plain = sample_quality(job, None, samples, None, seed=0)
     assert mapped["fid"]["value"] < 1e-3 < 10 < plain["fid"]["value"]
     assert mapped["fid"]["reference_domain"] == "thickened" and "reference_domain" not in plain["fid"]
     assert mapped["prdc"]["precision"] > 0.99 and mapped["prdc"]["coverage"] > 0.99

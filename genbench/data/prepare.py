@@ -93,7 +93,7 @@ class PreparedData:
     def __init__(self, directory: str | Path):
         directory = Path(directory)
         if not (directory / "splits.pt").exists():
-            raise FileNotFoundError(f"{directory}/splits.pt is missing: run `dvc repro prepare@<dataset>` first")
+            raise FileNotFoundError(f"{directory}/splits.pt is missing: run `uv run dvc repro` first (its prepare stage writes it)")
         self.meta = read_json(directory / "meta.json")
         self._payload = torch.load(directory / "splits.pt", weights_only=True)
         self.levels: int = int(self._payload["levels"])
@@ -108,3 +108,16 @@ class PreparedData:
         """The fixed stochastic binarisation of the val or test split."""
         x = self._payload[f"{name}_binary"].float()
         return Split(x, self._payload[f"{name}_y"], 2, self.num_classes, f"{name}_binary")
+
+
+def run_prepare(params: dict[str, Any], dataset: str, root: str | Path = ".") -> dict:
+    """The prepare stage: data/<dataset>/ from params.yaml's datasets.<dataset> and data_seed."""
+    from genbench.io import atomic_directory
+    from genbench.pipeline import Paths, check_selection, data_seed_of
+
+    check_selection(params, dataset=dataset)
+    config = dict(params["datasets"][dataset] or {})
+    config.setdefault("root", str(Path(root) / "downloads"))  # raw files, outside the DVC outputs
+    # No timing in the output: the same data must hash the same, or every downstream stage reruns.
+    with atomic_directory(Paths(root).data(dataset)) as out:
+        return prepare(dataset, config, out, seed=data_seed_of(params))

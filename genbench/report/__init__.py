@@ -1,130 +1,41 @@
-"""The report stage: metrics records -> pandas leaderboard -> Markdown/HTML pages with figures.
+"""The report stages: metrics records -> pandas leaderboard -> Markdown/HTML pages with figures.
 
-Inputs, relative to the repository root: `metrics/<dataset>/<model>.json` (schema in
-`genbench.metrics`), `curves/<dataset>/<model>.csv`, `samples/<dataset>/<model>/{grid.png,info.json}`,
+`build_dataset_report(root, out_dir, dataset, models)` writes one dataset's report folder,
+`reports/<dataset>/`, from the records of the listed models only, so running a subset of datasets never
+touches another dataset's report. `build_index(reports_dir, datasets)` writes the entry page
+`reports/index.html` from the listed datasets' `reports/<dataset>/summary.json`.
+
+Inputs of a dataset's report, relative to the repository root: `metrics/<dataset>/<model>.json` (means
+over seeds, 95% intervals and per-seed records; see `genbench.report.records`),
+`curves/<dataset>/<model>.csv`, `samples/<dataset>/<model>/{grid.png,figure-*.png,info.json}`,
 `evaluators/<dataset>/evaluator.json` and `data/<dataset>/meta.json`. Outputs (DESIGN.md, "Outputs"):
-`<out>/<dataset>/{leaderboard.csv,README.md,index.html,samples/*.png,curves/*.png}` and
-`<out>/index.html`. Every file is written atomically.
+`reports/<dataset>/{leaderboard.csv,per_seed.csv,summary.json,README.md,index.html,samples/,figures/,curves/}`,
+written as one folder that replaces the old one atomically, and `reports/index.html`.
 """
 
 from __future__ import annotations
 
 import html
-import json
 import shutil
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterable, Mapping
 
 import pandas as pd
 
-from genbench.io import atomic_file, read_json, write_text
+from genbench.io import atomic_directory, atomic_file, read_json, write_json, write_text
+from genbench.report.leaderboard import (
+    FIELDS, best_per_metric, leaderboard, per_seed_table, reference_sha, tie_marks,
+)
+from genbench.report.records import RECORD_STAGE, load_records
 from genbench.report.render import curve_figure, html_page, markdown
-from genbench.report.sections import Section, fmt, metric_sections
+from genbench.report.sections import TIE_NOTE, Section, metric_sections
 
-# Leaderboard column -> field of the flattened record. The required columns come first, in order;
-# protocol details follow. A model without a section (capability) gets NaN there.
-LEADERBOARD_FIELDS = {
-    "dataset": "dataset",
-    "model": "model",
-    "kind": "kind",
-    "accuracy": "classification.accuracy",
-    "log_loss": "classification.log_loss",
-    "ece": "classification.ece",
-    "nll_nats": "likelihood.nll_nats",
-    "nll_space": "likelihood.space",
-    "nll_estimator": "likelihood.estimator",
-    "nll_method": "likelihood.method",
-    "bits_per_dim": "likelihood.bits_per_dim",
-    "fid": "fid.value",
-    "fid_n_generated": "fid.n_generated",
-    "precision": "prdc.precision",
-    "recall": "prdc.recall",
-    "density": "prdc.density",
-    "coverage": "prdc.coverage",
-    "memorisation": "memorisation.share",
-    "cas": "cas.accuracy",
-    "anomaly_auroc": "anomaly.auroc_mean",
-    "train_seconds": "cost.train_seconds",
-    "total_seconds": "cost.total_seconds",
-    "linear_probe_accuracy": "linear_probe.accuracy",
-    "ece_bins": "classification.ece_bins",
-    "nll_levels": "likelihood.levels",
-    "nll_samples": "likelihood.samples",
-    "fid_features": "fid.features",
-    "fid_features_sha256": "fid.features_sha256",
-    "fid_n_reference": "fid.n_reference",
-    "sample_seconds": "cost.sample_seconds",
-    "evaluate_seconds": "cost.evaluate_seconds",
-    "anomaly_seconds": "cost.anomaly_seconds",
-    "device": "cost.device",
-}
-TEXT_COLUMNS = {"dataset", "model", "kind", "nll_space", "nll_estimator", "nll_method", "fid_features",
-                "fid_features_sha256", "device"}
-COUNT_COLUMNS = {"fid_n_generated", "ece_bins", "nll_levels", "nll_samples", "fid_n_reference"}
+__all__ = ["FIELDS", "best_per_metric", "build_dataset_report", "build_index", "build_report", "leaderboard",
+           "load_records", "per_seed_table", "run_index", "run_report"]
 
-
-def load_records(root: str | Path) -> list[dict[str, Any]]:
-    """Every `metrics/<dataset>/<model>.json` under `root`, sorted by dataset and model."""
-    root = Path(root)
-    paths = sorted((root / "metrics").glob("*/*.json"))
-    if not paths:
-        raise FileNotFoundError(f"no metrics records in {root / 'metrics'}/<dataset>/<model>.json: "
-                                "run `dvc repro` first (the evaluate stage writes them)")
-    records = []
-    for path in paths:
-        try:
-            record = read_json(path)
-        except json.JSONDecodeError as error:
-            raise ValueError(f"{path} is not valid JSON ({error}): rerun its evaluate stage") from error
-        # The path names the record when a field is missing.
-        record.setdefault("dataset", path.parent.name)
-        record.setdefault("model", path.stem)
-        records.append(record)
-    return sorted(records, key=lambda r: (r["dataset"], r["model"]))
-
-
-def collect(root: str | Path) -> pd.DataFrame:
-    """All records as one DataFrame, one row per dataset and model, nested fields flattened with dots
-    (`classification.accuracy`, `anomaly.auroc_per_class.3`, ...)."""
-    return pd.json_normalize(load_records(root))
-
-
-def leaderboard(frame: pd.DataFrame) -> pd.DataFrame:
-    """The flattened records (see `collect`) as leaderboard columns, one row per model."""
-    board = frame.reindex(columns=list(LEADERBOARD_FIELDS.values())).set_axis(list(LEADERBOARD_FIELDS), axis=1)
-    for column in board.columns:
-        if column in COUNT_COLUMNS:
-            board[column] = pd.to_numeric(board[column]).astype("Int64")
-        elif column not in TEXT_COLUMNS:
-            board[column] = pd.to_numeric(board[column]).astype(float)
-    return board.sort_values(["dataset", "model"], kind="stable").reset_index(drop=True)
-
-
-def best_per_metric(board: pd.DataFrame, fid_sha256: str | None = None) -> list[dict[str, Any]]:
-    """The best model per headline metric of one dataset's leaderboard.
-
-    NLLs are ranked within a likelihood space only, and FIDs only among records computed with the
-    feature network `fid_sha256` (or, without it, only when all FIDs share one network)."""
-    picks = [("accuracy", board, "accuracy", False)]
-    for space in sorted(board["nll_space"].dropna().unique()):
-        picks.append((f"NLL, {space} space (nats/image)", board[board["nll_space"] == space], "nll_nats", True))
-    with_fid = board.dropna(subset=["fid"])
-    if fid_sha256 is not None:
-        picks.append(("FID", with_fid[with_fid["fid_features_sha256"] == fid_sha256], "fid", True))
-    elif with_fid["fid_features_sha256"].nunique(dropna=False) <= 1:
-        picks.append(("FID", with_fid, "fid", True))
-    picks += [("CAS accuracy", board, "cas", False), ("anomaly AUROC (mean)", board, "anomaly_auroc", False)]
-    best = []
-    for label, rows, column, ascending in picks:
-        rows = rows.dropna(subset=[column])
-        if rows.empty:
-            continue
-        top = rows.sort_values(column, ascending=ascending, kind="stable").iloc[0]
-        entry = {"metric": label, "column": column, "model": top["model"], "value": float(top[column])}
-        if column == "nll_nats":
-            entry["estimator"] = top["nll_estimator"]
-        best.append(entry)
-    return best
+# The DVC stage that writes reports/<dataset>/ (named in build_index's error for a missing summary):
+# the `report` stage of the dataset's generated pipeline (genbench.dvc_pipelines).
+REPORT_STAGE = "pipelines/{dataset}/dvc.yaml:report"
 
 
 def _read_optional(path: Path) -> dict | None:
@@ -133,7 +44,8 @@ def _read_optional(path: Path) -> dict | None:
 
 def _sample_grids(root: Path, out: Path, dataset: str, records: list[dict]) -> Section | None:
     """Copy each model's sample grid next to the page; models that cannot sample have none."""
-    section = Section("Samples", notes=["Random samples from each model that can generate, as a torchvision image grid."])
+    section = Section("Samples", notes=["Random samples from each model that can generate, as a torchvision image grid, "
+                                        "from the model trained with the first seed."])
     for record in records:
         model = record["model"]
         grid = root / "samples" / dataset / model / "grid.png"
@@ -143,13 +55,16 @@ def _sample_grids(root: Path, out: Path, dataset: str, records: list[dict]) -> S
                 shutil.copyfile(grid, tmp)
             section.images.append((model, f"samples/{model}.png"))
         elif info.get("capable"):
-            section.warnings.append(f"{model} can sample but {grid.relative_to(root)} is missing: rerun its sample stage.")
+            stage = RECORD_STAGE.format(dataset=dataset, model=model)
+            section.warnings.append(f"{model} can sample but {grid.relative_to(root)} is missing: rerun its stage, "
+                                    f"`dvc repro {stage}`.")
     return section if section.images or section.warnings else None
 
 
 def _figures(root: Path, out: Path, dataset: str, records: list[dict]) -> Section | None:
     """Model-specific figures (latent interpolations, translations, denoising trajectories)."""
-    section = Section("Figures", notes=["Figures a model draws for itself (its `figures` hook), from the test split."])
+    section = Section("Figures", notes=["Figures a model draws for itself (its `figures` hook), from the test split, "
+                                        "by the model trained with the first seed."])
     for record in records:
         model = record["model"]
         info = _read_optional(root / "samples" / dataset / model / "info.json") or {}
@@ -164,14 +79,16 @@ def _figures(root: Path, out: Path, dataset: str, records: list[dict]) -> Sectio
 
 def _training_curves(root: Path, out: Path, dataset: str, records: list[dict]) -> Section | None:
     """One loss-per-epoch figure per model that logged any (closed-form models log none)."""
-    section = Section("Training curves", notes=["Training losses per epoch, as logged by the training loop."])
+    section = Section("Training curves", notes=["Training losses per epoch, as logged by the training loop. With "
+                                                "several seeds: the line is the mean over seeds, the shaded band "
+                                                "spans the seeds' minimum to maximum."])
     for record in records:
         model = record["model"]
         path = root / "curves" / dataset / f"{model}.csv"
         if not path.exists() or path.stat().st_size == 0:
             continue
         curve = pd.read_csv(path)
-        if curve.empty or "epoch" not in curve.columns or len(curve.columns) < 2:
+        if curve.empty or "epoch" not in curve.columns or not set(curve.columns) - {"epoch", "seed"}:
             continue
         curve_figure(curve, f"{model} on {dataset}", out / "curves" / f"{model}.png")
         section.images.append((model, f"curves/{model}.png"))
@@ -199,64 +116,123 @@ def _describe(dataset: str, meta: dict | None) -> str:
     return "; ".join(parts) + "."
 
 
-def dataset_report(root: Path, out: Path, dataset: str, records: list[dict], board: pd.DataFrame) -> dict[str, Any]:
-    """Write one dataset's leaderboard.csv, README.md, index.html and figures; return its summary."""
+
+def build_dataset_report(root: str | Path, out_dir: str | Path, dataset: str, models: Iterable[str]) -> dict[str, Any]:
+    """Write one dataset's report folder `out_dir` (= reports/<dataset>/) completely and return its summary.
+
+    Reads only the records of `models` (the models listed in params.yaml): a record on disk for another
+    model is ignored, a listed model without a record is an error naming the file and its stage.
+    Writes leaderboard.csv, per_seed.csv, summary.json (the returned dict), README.md, index.html and
+    the samples/, figures/, curves/ images; the folder replaces the previous one in one rename.
+    Returns {"dataset", "models", "seeds", "splits", "best": [{"metric", "model", "value", "low", "high",
+    "tied": [models], "text", ...}]}."""
+    root, out_dir = Path(root), Path(out_dir)
+    records = load_records(root, dataset, models)
     meta = _read_optional(root / "data" / dataset / "meta.json")
     evaluator = _read_optional(root / "evaluators" / dataset / "evaluator.json")
-    write_text(out / "leaderboard.csv", board.to_csv(index=False))
+    sha, fid_warnings = reference_sha(records, evaluator)
+    board = leaderboard(records, sha)
+    summary = {
+        "dataset": dataset,
+        "models": [r["model"] for r in records],
+        "seeds": sorted({s for r in records for s in r["seeds"] if s is not None}),
+        "splits": (meta or {}).get("sizes"),
+        "best": best_per_metric(board),
+    }
+    with atomic_directory(out_dir) as out:
+        write_text(out / "leaderboard.csv", board.to_csv(index=False))
+        write_text(out / "per_seed.csv", per_seed_table(records, sha).to_csv(index=False))
+        sections = metric_sections(records, evaluator, tie_marks(board), sha, fid_warnings)
+        sections += [s for s in (_sample_grids(root, out, dataset, records), _figures(root, out, dataset, records),
+                                 _training_curves(root, out, dataset, records)) if s]
+        _write_pages(out, dataset, meta, summary, sections)
+        write_json(out / "summary.json", summary)
+    return summary
 
-    sections = metric_sections(records, evaluator)
-    sections += [s for s in (_sample_grids(root, out, dataset, records), _figures(root, out, dataset, records),
-                             _training_curves(root, out, dataset, records)) if s]
 
+def _seeds_text(summary: dict) -> str:
+    seeds = summary.get("seeds") or []
+    return f"{len(seeds)} seed{'' if len(seeds) == 1 else 's'} ({', '.join(map(str, seeds))})" if seeds else ""
+
+
+def _write_pages(out: Path, dataset: str, meta: dict | None, summary: dict, sections: list[Section]) -> None:
     splits = _splits_text(meta)
     title = f"genbench: {dataset}" + (f" ({splits})" if splits else "")
     description = _describe(dataset, meta)
-    write_text(out / "README.md", markdown(title, [
-        description,
-        "[leaderboard.csv](leaderboard.csv) · [HTML version](index.html) · [all datasets](../index.html)",
-    ], sections))
+    seeds = _seeds_text(summary)
+    runs = (f"Every model is trained and evaluated once per seed, {seeds}; tables show the mean over seeds with "
+            "its 95% interval [low, high]." if seeds else "")
+    best = [b["text"] for b in summary["best"]]
+    best_md = "\n".join(f"- {line}" for line in best)
+    links_md = ("[leaderboard.csv](leaderboard.csv) · [per_seed.csv](per_seed.csv) · [HTML version](index.html) · "
+                "[all datasets](../index.html)")
+    write_text(out / "README.md", markdown(title, [p for p in (description, runs, links_md, best_md,
+                                                               TIE_NOTE if best else "") if p], sections))
+    best_html = ("<ul>" + "".join(f"<li>{html.escape(line)}</li>" for line in best) + "</ul>"
+                 f'<p class="note">{html.escape(TIE_NOTE)}</p>') if best else ""
     write_text(out / "index.html", html_page(title, [
         f"<p>{html.escape(description)}</p>",
-        '<p><a href="leaderboard.csv">leaderboard.csv</a> · <a href="README.md">Markdown version</a> · '
-        '<a href="../index.html">all datasets</a></p>',
+        *([f"<p>{html.escape(runs)}</p>"] if runs else []),
+        '<p><a href="leaderboard.csv">leaderboard.csv</a> · <a href="per_seed.csv">per_seed.csv</a> · '
+        '<a href="README.md">Markdown version</a> · <a href="../index.html">all datasets</a></p>',
+        best_html,
     ], sections))
-    return {
-        "models": [r["model"] for r in records],
-        "splits": (meta or {}).get("sizes"),
-        "best": best_per_metric(board, (evaluator or {}).get("sha256")),
-    }
 
 
-def _entry_page(datasets: dict[str, dict]) -> str:
+def build_index(reports_dir: str | Path, datasets: Iterable[str]) -> None:
+    """Write `reports_dir/index.html` linking the listed datasets' reports, with their best lines and tied
+    groups, from `reports_dir/<dataset>/summary.json` (other folders under `reports_dir` are not read)."""
+    reports_dir = Path(reports_dir)
+    datasets = list(dict.fromkeys(datasets))
+    missing = [d for d in datasets if not (reports_dir / d / "summary.json").exists()]
+    if missing:
+        raise FileNotFoundError("missing " + "; ".join(
+            f"{reports_dir / d / 'summary.json'} (built by `dvc repro {REPORT_STAGE.format(dataset=d)}`)" for d in missing))
+    summaries = {d: read_json(reports_dir / d / "summary.json") for d in datasets}
+    write_text(reports_dir / "index.html", _entry_page(summaries))
+
+
+def _entry_page(datasets: Mapping[str, dict]) -> str:
     body = []
     for dataset, summary in datasets.items():
         name = html.escape(dataset)
-        splits = _splits_text({"sizes": summary["splits"]})
+        splits = _splits_text({"sizes": summary.get("splits")})
+        seeds = _seeds_text(summary)
         body.append(f"<h2>{name}</h2>")
-        body.append(f"<p>{len(summary['models'])} models" + (f" · {html.escape(splits)}" if splits else "") +
-                    f' · <a href="{name}/index.html">report</a> · <a href="{name}/README.md">Markdown</a>'
-                    f' · <a href="{name}/leaderboard.csv">leaderboard.csv</a></p>')
-        items = []
-        for best in summary["best"]:
-            estimator = f" ({best['estimator']})" if best.get("estimator") else ""
-            items.append(f"<li>best {html.escape(best['metric'])}: {html.escape(best['model'])} "
-                         f"{fmt(best['value'])}{html.escape(estimator)}</li>")
+        body.append(f"<p>{len(summary['models'])} models" + (f" · {html.escape(seeds)}" if seeds else "")
+                    + (f" · {html.escape(splits)}" if splits else "")
+                    + f' · <a href="{name}/index.html">report</a> · <a href="{name}/README.md">Markdown</a>'
+                    f' · <a href="{name}/leaderboard.csv">leaderboard.csv</a>'
+                    f' · <a href="{name}/per_seed.csv">per_seed.csv</a></p>')
+        items = [f"<li>{html.escape(best['text'])}</li>" for best in summary.get("best") or []]
         body.append("<ul>" + "".join(items) + "</ul>" if items else "<p>No ranked metrics yet.</p>")
+    if not datasets:
+        body.append("<p>No datasets listed in params.yaml.</p>")
+    else:
+        body.append(f'<p class="note">Values: mean over seeds [95% interval]. {html.escape(TIE_NOTE)}</p>')
     return html_page("genbench reports", body, [])
 
 
-def build_report(root: str | Path, out_dir: str | Path) -> dict[str, Any]:
-    """Write every dataset's report under `out_dir` and the entry page `out_dir/index.html`.
+def run_report(params: dict[str, Any], dataset: str, root: str | Path = ".") -> dict[str, Any]:
+    """The `report` stage of one dataset (`genbench report <dataset>`): reports/<dataset>/ from the records
+    of the models under `models:` in params.yaml."""
+    from genbench.pipeline import Paths, check_selection
 
-    Returns {"out_dir": ..., "datasets": {dataset: {"models", "splits", "best"}}}."""
+    check_selection(params, dataset=dataset)
+    return build_dataset_report(root, Paths(root).report(dataset), dataset, list(params.get("models") or {}))
+
+
+def run_index(params: dict[str, Any], root: str | Path = ".") -> None:
+    """The `index` stage (`genbench index`): reports/index.html for the datasets under `datasets:`."""
+    build_index(Path(root) / "reports", list(params.get("datasets") or {}))
+
+
+def build_report(root: str | Path, out_dir: str | Path, datasets: Mapping[str, Iterable[str]]) -> dict[str, Any]:
+    """Every listed dataset's report (`datasets`: dataset -> its models) and the entry page, in one call.
+
+    Returns {"out_dir": ..., "datasets": {dataset: summary}}."""
     root, out_dir = Path(root), Path(out_dir)
-    records = load_records(root)
-    frame = pd.json_normalize(records)
-    datasets = {}
-    for dataset in sorted({r["dataset"] for r in records}):
-        chosen = [r for r in records if r["dataset"] == dataset]
-        board = leaderboard(frame[frame["dataset"] == dataset])
-        datasets[dataset] = dataset_report(root, out_dir / dataset, dataset, chosen, board)
-    write_text(out_dir / "index.html", _entry_page(datasets))
-    return {"out_dir": str(out_dir), "datasets": datasets}
+    summaries = {dataset: build_dataset_report(root, out_dir / dataset, dataset, models)
+                 for dataset, models in datasets.items()}
+    build_index(out_dir, list(datasets))
+    return {"out_dir": str(out_dir), "datasets": summaries}

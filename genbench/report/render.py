@@ -7,6 +7,7 @@ hand-written HTML, since no library here produces a report page.
 from __future__ import annotations
 
 import html
+import re
 
 import pandas as pd
 from matplotlib.figure import Figure
@@ -34,12 +35,12 @@ def _md_cell(text: str) -> str:
     return str(text).replace("|", "\\|").replace("\n", " ")
 
 
+# "0.9833", "0.9833 [0.9806, 0.9861]", "0.9833 [0.9806, 0.9861] ★": a number, maybe with its interval and mark.
+_NUMBER = re.compile(r"^-?(\d+\.?\d*|\.\d+)(e[-+]?\d+)?( \[[^\]]*\])?( ★)?$|^-?(inf|nan)$", re.IGNORECASE)
+
+
 def _is_number(text: str) -> bool:
-    try:
-        float(text)
-    except ValueError:
-        return False
-    return True
+    return bool(_NUMBER.match(str(text)))
 
 
 def _md_table(table: pd.DataFrame) -> str:
@@ -84,14 +85,24 @@ def html_page(title: str, intro_html: list[str], sections: list[Section]) -> str
 
 
 def curve_figure(curve: pd.DataFrame, title: str, path) -> None:
-    """One line per loss column against epoch, written atomically as PNG.
+    """One line per loss column against epoch, written atomically as PNG. With a `seed` column (one
+    row per seed and epoch), the line is the mean over seeds and a shaded band spans their min to max.
 
     `Figure` (not pyplot) renders with Agg and keeps no global state, so no display is needed."""
-    losses = [c for c in curve.columns if c != "epoch"]
+    losses = [c for c in curve.columns if c not in ("epoch", "seed")]
     fig = Figure(figsize=(5.6, 3.4), layout="constrained")
     ax = fig.subplots()
-    for name in losses:
-        ax.plot(curve["epoch"], curve[name], label=name, marker="." if len(curve) < 30 else None)
+    n_seeds = curve["seed"].nunique() if "seed" in curve.columns else 1
+    by_epoch = curve.groupby("epoch")
+    for i, name in enumerate(losses):
+        if n_seeds > 1:
+            stats = by_epoch[name].agg(["mean", "min", "max"])
+            color = f"C{i % 10}"
+            ax.plot(stats.index, stats["mean"], color=color, label=f"{name} (mean of {n_seeds} seeds)",
+                    marker="." if len(stats) < 30 else None)
+            ax.fill_between(stats.index, stats["min"], stats["max"], color=color, alpha=0.2, linewidth=0)
+        else:
+            ax.plot(curve["epoch"], curve[name], label=name, marker="." if len(curve) < 30 else None)
     values = curve[losses].to_numpy(dtype=float)
     # Losses spanning orders of magnitude (e.g. an ELBO falling from its start) read better on a log axis.
     finite = values[~pd.isna(values)]

@@ -3,6 +3,9 @@
 Each builder returns `Section`s: a table already formatted as strings (headers carry units and the
 better direction), plus notes and warnings. A ranked column never mixes protocols: likelihoods get
 one table per space, FIDs one table per feature network.
+
+Records hold means over seeds (see `genbench.report.records`); a metric cell shows the mean with its
+95% interval, `0.9833 [0.9806, 0.9861]`, and a trailing ★ where the leaderboard marks it tied-best.
 """
 
 from __future__ import annotations
@@ -14,6 +17,12 @@ from typing import Any
 
 import pandas as pd
 
+from genbench.report.records import interval, is_number, lookup
+
+STAR = "★"
+TIE_NOTE = f"{STAR} best mean, and every model whose 95% interval overlaps the best one's: tied."
+
+
 @dataclass
 class Section:
     title: str
@@ -23,8 +32,25 @@ class Section:
     images: list[tuple[str, str]] = field(default_factory=list)  # (caption, path relative to the page)
 
 
+@dataclass
+class Est:
+    """A mean over seeds with its interval (None when the record has none) and its tied-best mark."""
+    mean: float
+    low: float | None = None
+    high: float | None = None
+    n_seeds: int | None = None
+    method: str | None = None
+    tied: bool = False
+
+
 def fmt(value: Any, digits: int = 4) -> str:
-    """A cell: 4 significant digits, no exponent for large numbers, empty when missing."""
+    """A cell: 4 significant digits, no exponent for large numbers, empty when missing;
+    an `Est` as `mean [low, high]`, with a trailing ★ when tied-best."""
+    if isinstance(value, Est):
+        text = fmt(value.mean, digits)
+        if value.low is not None and value.high is not None:
+            text += f" [{fmt(value.low, digits)}, {fmt(value.high, digits)}]"
+        return text + (f" {STAR}" if value.tied else "")
     if value is None or (isinstance(value, float) and math.isnan(value)) or value is pd.NA:
         return ""
     if isinstance(value, bool):
@@ -34,6 +60,55 @@ def fmt(value: Any, digits: int = 4) -> str:
     return str(value)
 
 
+def est(record: dict, path: str, tie: str | None = None, ties: set | frozenset = frozenset()) -> Est | Any:
+    """The summary value at `path` as an `Est` (its interval, and tied when (model, tie) is in `ties`);
+    non-numeric values are returned as they are."""
+    value = lookup(record, path)
+    if not is_number(value) or (isinstance(value, float) and math.isnan(value)):
+        return value
+    found = interval(record, path) or {}
+    low, high = found.get("low"), found.get("high")
+    return Est(float(value), float(low) if is_number(low) else None, float(high) if is_number(high) else None,
+               found.get("n_seeds") or record.get("n_seeds"), found.get("method"),
+               tie is not None and (record["model"], tie) in ties)
+
+
+def _mean(value: Any) -> Any:
+    return value.mean if isinstance(value, Est) else value
+
+
+def _method(text: str) -> str:
+    """"95% interval: Student t over 3 seeds" -> "Student t over 3 seeds" (the note already says 95%)."""
+    return re.sub(r"^\s*95% interval:\s*", "", text)
+
+
+def interval_notes(rows: list[dict[str, Any]]) -> list[str]:
+    """Once per table: the seed counts and the interval methods of its cells, and the ★ legend."""
+    cells = [(column, value) for row in rows for column, value in row.items() if isinstance(value, Est)]
+    if not cells:
+        return []
+    counts = sorted({v.n_seeds for _, v in cells if v.n_seeds})
+    seeds = " or ".join(map(str, counts)) if counts else "the"
+    text = f"Each value is the mean over {seeds} seed{'' if counts == [1] else 's'} [95% interval]."
+    methods: dict[str, list[str]] = {}
+    for column, value in cells:
+        if value.method and value.low is not None:
+            columns = methods.setdefault(value.method, [])
+            if column not in columns:
+                columns.append(column)
+    if len(methods) == 1:
+        text += f" Interval method: {_method(next(iter(methods)))}."
+    elif methods:
+        text += " Interval methods: " + "; ".join(f"{_method(m)} ({', '.join(c)})" for m, c in methods.items()) + "."
+    bare = sorted({column for column, v in cells if v.low is None or v.high is None})
+    if bare:
+        text += f" Values without brackets have no interval in their record ({', '.join(bare)})."
+    notes = [text]
+    if any(v.tied for _, v in cells):
+        notes.append(TIE_NOTE)
+    return notes
+
+
 def short_hash(sha: Any) -> str:
     return str(sha)[:12] if sha else "?"
 
@@ -41,7 +116,8 @@ def short_hash(sha: Any) -> str:
 def ranked_table(rows: list[dict[str, Any]], by: str, *, ascending: bool) -> pd.DataFrame:
     """Sort raw rows by their main metric (missing values last), then format every cell."""
     table = pd.DataFrame(rows)
-    table = table.sort_values(by, ascending=ascending, na_position="last", kind="stable")
+    table = table.sort_values(by, ascending=ascending, na_position="last", kind="stable",
+                              key=lambda column: pd.to_numeric(column.map(_mean), errors="coerce"))
     return table.map(fmt).reset_index(drop=True)
 
 
@@ -54,22 +130,25 @@ def absent_note(records: list[dict], key: str, what: str) -> list[str]:
     return [f"No {what}: " + "; ".join(reasons) + "."]
 
 
-def classification(records: list[dict]) -> list[Section]:
+def classification(records: list[dict], ties: set = frozenset()) -> list[Section]:
     measured = [r for r in records if r.get("classification")]
     if not measured:
         return []
     # The ECE depends on its bin count: put it in the header when all records agree.
     bins = {r["classification"].get("ece_bins") for r in measured} - {None}
-    ece = f"ECE ↓ ({next(iter(bins))} bins)" if len(bins) == 1 else "ECE ↓"
+    ece = f"ECE ↓ ({fmt(next(iter(bins)))} bins)" if len(bins) == 1 else "ECE ↓"
     rows = []
     for r in measured:
         c = r["classification"]
-        row = {"model": r["model"], "kind": r.get("kind"), "accuracy ↑": c.get("accuracy"),
-               "log-loss ↓ (nats)": c.get("log_loss"), ece: c.get("ece")}
+        row = {"model": r["model"], "kind": r.get("kind"),
+               "accuracy ↑": est(r, "classification.accuracy", "accuracy", ties),
+               "log-loss ↓ (nats)": est(r, "classification.log_loss", "log_loss", ties),
+               ece: est(r, "classification.ece", "ece", ties)}
         if len(bins) > 1:
             row["ECE bins"] = c.get("ece_bins")
         rows.append(row | {"split": c.get("split"), "n (images)": c.get("n")})
     notes = [
+        *interval_notes(rows),
         "Accuracy is the fraction of correct test labels; log-loss is the mean negative log-probability of the "
         "true label in nats; ECE is the expected calibration error (L1, equal-width confidence bins). "
         "Generative classifiers predict by Bayes' rule and are scored on the same split as discriminative ones.",
@@ -93,54 +172,72 @@ SPACE_NOTES = {
 }
 
 
-def likelihood(records: list[dict]) -> list[Section]:
-    # One entry per estimate: the main `likelihood` plus any `likelihood_extra` (e.g. the ELBO).
-    entries = []
+def likelihood(records: list[dict], ties: set = frozenset()) -> list[Section]:
+    # One entry per estimate: the main `likelihood` plus any `likelihood_extra` (e.g. the ELBO). Only the
+    # main estimates take part in the tied-best marks (as in the leaderboard).
+    entries = []  # (label, record, summary path of the estimate, main?, space)
     for r in records:
         if r.get("likelihood"):
-            entries.append((r["model"], r["likelihood"]))
-        for extra in r.get("likelihood_extra") or []:
-            entries.append((f"{r['model']} ({_extra_label(extra)})", extra))
+            entries.append((r["model"], r, "likelihood", True, r["likelihood"].get("space") or "unknown"))
+        for i, extra in enumerate(r.get("likelihood_extra") or []):
+            entries.append((f"{r['model']} ({_extra_label(extra)})", r, f"likelihood_extra.{i}", False,
+                            extra.get("space") or "unknown"))
     # Binary first, then discrete, then any other space; never one table for two spaces.
-    spaces = sorted({e.get("space") or "unknown" for _, e in entries}, key=lambda s: (s != "binary", s != "discrete", s))
+    spaces = sorted({e[4] for e in entries}, key=lambda s: (s != "binary", s != "discrete", s))
     sections = []
     for space in spaces:
-        chosen = [(label, e) for label, e in entries if (e.get("space") or "unknown") == space]
-        has_stderr = any(e.get("nll_stderr_nats") is not None for _, e in chosen)
+        chosen = [e[:4] for e in entries if e[4] == space]
+        has_stderr = any(lookup(r, path).get("nll_stderr_nats") is not None for _, r, path, _ in chosen)
         rows = []
-        for label, e in chosen:
-            row = {"model": label, "NLL ↓ (nats/image)": e.get("nll_nats")}
+        for label, r, path, main in chosen:
+            e = lookup(r, path)
+            row = {"model": label, "NLL ↓ (nats/image)": est(r, f"{path}.nll_nats", "nll_nats" if main else None, ties)}
             if has_stderr:
                 row["± s.e. (nats)"] = e.get("nll_stderr_nats")
-            rows.append(row | {"bits/dim ↓": e.get("bits_per_dim"), "estimator": e.get("estimator"),
-                               "method": e.get("method"), "samples": e.get("samples"),
-                               "split": e.get("split"), "n (images)": e.get("n")})
-        levels = sorted({e.get("levels") for _, e in chosen if e.get("levels")})
-        dims = sorted({e.get("dim") for _, e in chosen if e.get("dim")})
+            rows.append(row | {"bits/dim ↓": est(r, f"{path}.bits_per_dim", "bits_per_dim" if main else None, ties),
+                               "estimator": e.get("estimator"), "method": e.get("method"),
+                               "samples": e.get("samples"), "split": e.get("split"), "n (images)": e.get("n")})
+        levels = sorted({lookup(r, path).get("levels") for _, r, path, _ in chosen} - {None})
+        dims = sorted({lookup(r, path).get("dim") for _, r, path, _ in chosen} - {None})
         shape = ", ".join(filter(None, [
-            f"{'/'.join(map(str, levels))} levels" if levels else "", f"D = {'/'.join(map(str, dims))}" if dims else ""]))
+            f"{'/'.join(map(fmt, levels))} levels" if levels else "", f"D = {'/'.join(map(fmt, dims))}" if dims else ""]))
         title = f"Likelihood: {space} space" + (f" ({shape})" if shape else "")
         notes = [
+            *interval_notes(rows),
             SPACE_NOTES.get(space, ""),
             "Lower is better. Estimators: exact = the model's own likelihood; lower_bound = a lower bound on the log-likelihood (ELBO, AIS "
             "for DBN), so the true NLL is at most the value shown; estimate = a stochastic estimate "
             "(AIS, importance sampling, Parzen) with the sample count shown. "
             "Never compare this table with another space's.",
         ]
+        if has_stderr:
+            notes.append("± s.e.: the standard error of the mean NLL over test images, averaged over seeds.")
+        if any(not main for *_, main in chosen):
+            notes.append(f"Rows 'model (label)' are a model's additional estimates (e.g. its ELBO); they are not "
+                         f"ranked (no {STAR}).")
         sections.append(Section(title, ranked_table(rows, "NLL ↓ (nats/image)", ascending=True), [n for n in notes if n]))
     if sections:
         sections[-1].notes += absent_note(records, "likelihood", "likelihood")
     return sections
 
 
-def sample_quality(records: list[dict], evaluator: dict | None) -> list[Section]:
-    """FID (and PRDC, memorisation, CAS when present), one table per feature network."""
+FEATURE_METRICS = "FID, precision/recall/density/coverage and CAS"
+
+
+def sample_quality(records: list[dict], evaluator: dict | None, ties: set = frozenset(),
+                   reference_sha: str | None = None, warnings: list[str] | None = None) -> list[Section]:
+    """FID (and PRDC, memorisation, CAS when present), one table per feature network.
+
+    `reference_sha`: the feature network the leaderboard ranks (the evaluator's); records on another
+    network keep their own table, with a warning, and are left out of the leaderboard's columns."""
     measured = [r for r in records if r.get("fid")]
     groups: dict[tuple, list[dict]] = {}
     for r in measured:
         groups.setdefault((r["fid"].get("features"), r["fid"].get("features_sha256")), []).append(r)
+    # The ranked (reference) network's table first.
+    ordered = sorted(groups.items(), key=lambda item: item[0][1] != reference_sha)
     sections = []
-    for (features, sha), group in groups.items():
+    for (features, sha), group in ordered:
         feature_dim = group[0]["fid"].get("feature_dim") or (evaluator or {}).get("feature_dim")
         has = {key: any(r.get(key) for r in group) for key in ("prdc", "memorisation", "cas")}
         rows = []
@@ -149,27 +246,28 @@ def sample_quality(records: list[dict], evaluator: dict | None) -> list[Section]
             reference = f.get("reference_split")
             if f.get("reference_domain"):
                 reference = f"{reference}, {f['reference_domain']}"
-            row = {"model": r["model"], "FID ↓": f.get("value"), "n generated (images)": f.get("n_generated"),
+            row = {"model": r["model"], "FID ↓": est(r, "fid.value", "fid", ties),
+                   "n generated (images)": f.get("n_generated"),
                    "n reference (images)": f.get("n_reference"), "reference split": reference}
             if has["prdc"]:
-                p = r.get("prdc") or {}
-                row |= {"precision ↑": p.get("precision"), "recall ↑": p.get("recall"),
-                        "density ↑": p.get("density"), "coverage ↑": p.get("coverage")}
+                row |= {f"{name} ↑": est(r, f"prdc.{name}", name, ties)
+                        for name in ("precision", "recall", "density", "coverage")}
             if has["memorisation"]:
-                row["memorised share (real: 0.5)"] = (r.get("memorisation") or {}).get("share")
+                row["memorised share (real: 0.5)"] = est(r, "memorisation.share")
             if has["cas"]:
-                row["CAS accuracy ↑"] = (r.get("cas") or {}).get("accuracy")
-            rows.append(row | {"seed": f.get("seed")})
+                row["CAS accuracy ↑"] = est(r, "cas.accuracy", "cas", ties)
+            rows.append(row)
         table = ranked_table(rows, "FID ↓", ascending=True)
 
-        notes = [f"Fréchet distance between generated images and the reference split in the {feature_dim}-d "
+        notes = [*interval_notes(rows),
+                 f"Fréchet distance between generated images and the reference split in the {fmt(feature_dim)}-d "
                  f"feature space of the {features} network (weights sha256 {short_hash(sha)}). Lower is better."]
         other_domain = [r["model"] for r in group if r["fid"].get("reference_domain")]
         if other_domain:
             notes.append(f"{', '.join(other_domain)}: samples of another domain (translations), judged against the "
                          "reference split mapped into that domain (column 'reference split'), training images "
                          "likewise for memorisation; rank them with care next to the unconditional generators.")
-        warnings = []
+        section_warnings = []
         matches_evaluator = evaluator is not None and evaluator.get("sha256") == sha
         if matches_evaluator and evaluator.get("reference_fid"):
             # A real-data row gives the scale: the FID two real samples of the data reach. Not ranked.
@@ -180,18 +278,24 @@ def sample_quality(records: list[dict], evaluator: dict | None) -> list[Section]
         if matches_evaluator and evaluator.get("test_accuracy") is not None:
             notes.append(f"The feature network classifies the test split with accuracy {fmt(evaluator['test_accuracy'])}.")
         if evaluator is not None and not matches_evaluator:
-            warnings.append(f"These FIDs used feature network {short_hash(sha)}, not the current evaluator "
-                            f"({short_hash(evaluator.get('sha256'))}): rerun the evaluate stage before comparing.")
-        floor = max(2 * feature_dim, 1000) if feature_dim else 1000
+            section_warnings.append(
+                f"These FIDs used feature network {short_hash(sha)}, not the current evaluator "
+                f"({short_hash(evaluator.get('sha256'))}): rerun the model's stage before comparing.")
+        if sha != reference_sha:
+            section_warnings.append(
+                f"{', '.join(r['model'] for r in group)}: {FEATURE_METRICS} on feature network {short_hash(sha)} are "
+                "left out of leaderboard.csv (empty cells), of the tied-best marks and of the best-FID line: "
+                "numbers from two feature networks are never ranked together.")
+        floor = max(2 * int(feature_dim), 1000) if feature_dim else 1000
         small = [r for r in group if (r["fid"].get("n_generated") or 0) < floor]
         if small:
-            listed = ", ".join(f"{r['model']} (n = {r['fid'].get('n_generated')})" for r in small)
-            warnings.append(f"FID is biased upward at small sample counts: {listed} used fewer than "
-                            f"{floor} generated images (max of 1000 and 2 × feature dim); compare FIDs only at equal n.")
+            listed = ", ".join(f"{r['model']} (n = {fmt(r['fid'].get('n_generated'))})" for r in small)
+            section_warnings.append(f"FID is biased upward at small sample counts: {listed} used fewer than "
+                                    f"{floor} generated images (max of 1000 and 2 × feature dim); compare FIDs only at equal n.")
         if has["prdc"]:
             ks = sorted({(r.get("prdc") or {}).get("k") for r in group if r.get("prdc")} - {None})
             notes.append("Precision, recall, density and coverage (Naeem et al. 2020) in the same feature space"
-                         + (f", k = {'/'.join(map(str, ks))} nearest neighbours" if ks else "") + "; higher is better.")
+                         + (f", k = {'/'.join(map(fmt, ks))} nearest neighbours" if ks else "") + "; higher is better.")
         if has["memorisation"]:
             notes.append("Memorised share: the fraction of generated images closer (pixel L2) to their nearest training "
                          "image than the median held-out test image is to its own. Held-out real data scores 0.5 by "
@@ -202,8 +306,11 @@ def sample_quality(records: list[dict], evaluator: dict | None) -> list[Section]
             real_text = f" (the same classifier trained on real data: {fmt(real[0])})" if real and real[0] is not None else ""
             notes.append("CAS: test accuracy of a classifier trained on class-conditional samples" + real_text + ".")
         title = "Sample quality" + (f": {features} features" if len(groups) > 1 else "")
-        sections.append(Section(title, table, notes, warnings))
+        if len(groups) > 1 and sum(key[0] == features for key in groups) > 1:
+            title += f" ({short_hash(sha)})"
+        sections.append(Section(title, table, notes, section_warnings))
     if sections:
+        sections[0].warnings[:0] = warnings or []
         sections[-1].notes += absent_note(records, "fid", "FID")
     return sections
 
@@ -212,7 +319,7 @@ def _class_order(key: str) -> tuple:
     return (0, int(key), "") if key.isdigit() else (1, 0, key)
 
 
-def anomaly(records: list[dict]) -> list[Section]:
+def anomaly(records: list[dict], ties: set = frozenset()) -> list[Section]:
     measured = [r for r in records if r.get("anomaly")]
     if not measured:
         return []
@@ -221,26 +328,30 @@ def anomaly(records: list[dict]) -> list[Section]:
     for r in measured:
         a = r["anomaly"]
         per_class = a.get("auroc_per_class") or {}
-        rows.append({"model": r["model"], "kind": r.get("kind"), "mean AUROC ↑": a.get("auroc_mean"),
+        rows.append({"model": r["model"], "kind": r.get("kind"),
+                     "mean AUROC ↑": est(r, "anomaly.auroc_mean", "anomaly_auroc", ties),
                      **{f"AUROC {c}": per_class.get(c) for c in classes}, "score": a.get("score")})
     protocols = sorted({r["anomaly"].get("protocol") for r in measured} - {None})
-    notes = [f"Protocol: {p}" for p in protocols] + [
+    notes = [*interval_notes(rows)] + [f"Protocol: {p}" for p in protocols] + [
         "Column 'AUROC c': class c is the normal class (training data), the other classes are the anomalies; "
-        "AUROC is in [0, 1], 0.5 is chance, higher is better.",
+        "AUROC is in [0, 1], 0.5 is chance, higher is better. Per-class AUROCs are means over seeds (their "
+        "intervals, where measured, are in the metrics records).",
         *absent_note(records, "anomaly", "anomaly detection"),
     ]
     return [Section("Anomaly detection", ranked_table(rows, "mean AUROC ↑", ascending=False), notes)]
 
 
-def representation(records: list[dict]) -> list[Section]:
+def representation(records: list[dict], ties: set = frozenset()) -> list[Section]:
     measured = [r for r in records if r.get("linear_probe")]
     if not measured:
         return []
-    rows = [{"model": r["model"], "kind": r.get("kind"), "linear-probe accuracy ↑": r["linear_probe"].get("accuracy"),
+    rows = [{"model": r["model"], "kind": r.get("kind"),
+             "linear-probe accuracy ↑": est(r, "linear_probe.accuracy", "linear_probe_accuracy", ties),
              "feature dim": r["linear_probe"].get("feature_dim"), "n train": r["linear_probe"].get("n_train"),
              "n test": r["linear_probe"].get("n")} for r in measured]
     classifiers = sorted({r["linear_probe"].get("classifier") for r in measured} - {None})
-    notes = [f"Linear probe: {c}, trained on encode(train split), accuracy on encode(test split)." for c in classifiers]
+    notes = [*interval_notes(rows)] + [
+        f"Linear probe: {c}, trained on encode(train split), accuracy on encode(test split)." for c in classifiers]
     return [Section("Representations (linear probe)", ranked_table(rows, "linear-probe accuracy ↑", ascending=False), notes)]
 
 
@@ -251,35 +362,49 @@ def other_metrics(records: list[dict]) -> list[Section]:
         extra = r.get("extra") or {}
         if not extra:
             continue
-        rows = [{"metric": name, "value": fmt(v.get("value")) if isinstance(v, dict) else fmt(v),
+        rows = [{"metric": name,
+                 "value": est(r, f"extra.{name}.value") if isinstance(v, dict) else est(r, f"extra.{name}"),
                  "unit": v.get("unit", "") if isinstance(v, dict) else "",
                  "description": v.get("description", "") if isinstance(v, dict) else ""} for name, v in extra.items()]
-        sections.append(Section(f"Other metrics: {r['model']}", pd.DataFrame(rows)))
+        notes = interval_notes(rows)
+        sections.append(Section(f"Other metrics: {r['model']}", pd.DataFrame(rows).map(fmt), notes))
     return sections
+
+
+def _seed_sum(records: list[dict], key: str) -> float:
+    """Seconds of `cost.<key>` summed over every seed of every record."""
+    return sum(((s.get("cost") or {}).get(key) or 0.0) for r in records for s in r.get("per_seed") or [])
 
 
 def cost(records: list[dict], evaluator: dict | None = None) -> list[Section]:
     rows = []
     for r in records:
         c = r.get("cost") or {}
-        rows.append({"model": r["model"], "kind": r.get("kind"), "train (s)": c.get("train_seconds"),
-                     "sample (s)": c.get("sample_seconds"), "evaluate (s)": c.get("evaluate_seconds"),
-                     "anomaly (s)": c.get("anomaly_seconds"), "total (s)": c.get("total_seconds"),
-                     "device": c.get("device")})
-    notes = ["Wall-clock seconds per stage on the machine that ran it; times from different devices are not comparable."]
-    totals = {key: sum((r.get("cost") or {}).get(f"{key}_seconds") or 0.0 for r in records)
-              for key in ("train", "sample", "anomaly", "evaluate", "total")}
+        rows.append({"model": r["model"], "kind": r.get("kind"), "fit (s)": est(r, "cost.fit_seconds"),
+                     "evaluate (s)": est(r, "cost.evaluate_seconds"), "anomaly (s)": est(r, "cost.anomaly_seconds"),
+                     "total per seed (s)": est(r, "cost.total_seconds"), "seeds": r.get("n_seeds"),
+                     "stage wall (s)": r.get("stage_seconds"), "workers": r.get("workers"), "device": c.get("device")})
+    notes = [*interval_notes(rows),
+             "Wall-clock seconds on the machine that ran them; times from different devices are not comparable. "
+             "fit, evaluate, anomaly and total: one seed's work, mean over seeds. stage wall: the whole per-model "
+             "stage, all seeds; stages run the seeds in parallel worker processes (column 'workers'), so the stage "
+             "can take less than seeds × total per seed (and more where workers share the cores)."]
     if records:
+        stage = sum(r.get("stage_seconds") or 0.0 for r in records)
         evaluator_seconds = (evaluator or {}).get("seconds")
-        notes.append(f"All {len(records)} models together: {totals['total']:.0f} s of stage compute (train "
-                     f"{totals['train']:.0f} s, sample {totals['sample']:.0f} s, anomaly {totals['anomaly']:.0f} s, "
-                     f"evaluate {totals['evaluate']:.0f} s)"
+        notes.append(f"All {len(records)} models together: {stage:.0f} s of stage wall time; summed over seeds, "
+                     f"{_seed_sum(records, 'total_seconds'):.0f} s of per-seed work (fit "
+                     f"{_seed_sum(records, 'fit_seconds'):.0f} s, evaluate {_seed_sum(records, 'evaluate_seconds'):.0f} s, "
+                     f"anomaly {_seed_sum(records, 'anomaly_seconds'):.0f} s)"
                      + (f", plus {evaluator_seconds:.0f} s to train the evaluator network" if evaluator_seconds else "")
                      + ". A whole `dvc repro` also spends time in DVC itself and in starting each stage's process, "
                        "which these records do not include.")
-    return [Section("Cost", ranked_table(rows, "total (s)", ascending=True), notes)]
+    return [Section("Cost", ranked_table(rows, "stage wall (s)", ascending=True), notes)]
 
 
-def metric_sections(records: list[dict], evaluator: dict | None) -> list[Section]:
-    return [*classification(records), *likelihood(records), *sample_quality(records, evaluator),
-            *anomaly(records), *representation(records), *other_metrics(records), *cost(records, evaluator)]
+def metric_sections(records: list[dict], evaluator: dict | None, ties: set = frozenset(),
+                    reference_sha: str | None = None, fid_warnings: list[str] | None = None) -> list[Section]:
+    """Every metric family's sections; `ties` = {(model, leaderboard column)} of tied-best cells."""
+    return [*classification(records, ties), *likelihood(records, ties),
+            *sample_quality(records, evaluator, ties, reference_sha, fid_warnings),
+            *anomaly(records, ties), *representation(records, ties), *other_metrics(records), *cost(records, evaluator)]

@@ -1,4 +1,4 @@
-"""DVC stage `train`: a thin CLI over genbench.pipeline.run_train (see `genbench train --help`).
+"""DVC stage `index`: a thin CLI over `genbench index` (see genbench.cli.STAGES and `genbench index --help`).
 
 Runs through genbench.launcher, which forks it from a warm interpreter when one is running."""
 
@@ -8,4 +8,4 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # this checkout's genbench: the code DVC tracks
 from genbench.launcher import run_stage  # noqa: E402
 
-sys.exit(run_stage("train", sys.argv[1:]))
+sys.exit(run_stage("index", sys.argv[1:]))

@@ -1,4 +1,4 @@
-"""DVC stage `evaluate`: a thin CLI over genbench.pipeline.run_evaluate (see `genbench evaluate --help`).
+"""DVC stage `model`: a thin CLI over `genbench model` (see genbench.cli.STAGES and `genbench model --help`).
 
 Runs through genbench.launcher, which forks it from a warm interpreter when one is running."""
 
@@ -8,4 +8,4 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # this checkout's genbench: the code DVC tracks
 from genbench.launcher import run_stage  # noqa: E402
 
-sys.exit(run_stage("evaluate", sys.argv[1:]))
+sys.exit(run_stage("model", sys.argv[1:]))

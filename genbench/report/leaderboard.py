@@ -1,0 +1,218 @@
+"""Records -> one dataset's leaderboard (means, 95% intervals, tied-best flags), per-seed table, best lines.
+
+A ranked column never mixes protocols: NLLs are tied within one likelihood space only, and FID,
+precision/recall/density/coverage and CAS are kept only for records computed with the reference
+feature network (the evaluator's weights hash); any other record gets empty cells there.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import pandas as pd
+
+from genbench.report.records import interval, is_number, lookup
+from genbench.report.sections import Est, fmt
+from genbench.stats import tied_best
+
+# Leaderboard column -> dotted path in a record's summary (or top level). The columns DESIGN.md
+# requires come first, in order; protocol details follow.
+FIELDS = {
+    "dataset": "dataset",
+    "model": "model",
+    "kind": "kind",
+    "accuracy": "classification.accuracy",
+    "log_loss": "classification.log_loss",
+    "ece": "classification.ece",
+    "nll_nats": "likelihood.nll_nats",
+    "nll_space": "likelihood.space",
+    "nll_estimator": "likelihood.estimator",
+    "nll_method": "likelihood.method",
+    "bits_per_dim": "likelihood.bits_per_dim",
+    "fid": "fid.value",
+    "fid_n_generated": "fid.n_generated",
+    "precision": "prdc.precision",
+    "recall": "prdc.recall",
+    "density": "prdc.density",
+    "coverage": "prdc.coverage",
+    "memorisation": "memorisation.share",
+    "cas": "cas.accuracy",
+    "anomaly_auroc": "anomaly.auroc_mean",
+    "train_seconds": "cost.fit_seconds",  # DESIGN.md's name for the fit time (per seed, mean over seeds)
+    "total_seconds": "cost.total_seconds",
+    "linear_probe_accuracy": "linear_probe.accuracy",
+    "ece_bins": "classification.ece_bins",
+    "nll_levels": "likelihood.levels",
+    "nll_samples": "likelihood.samples",
+    "fid_features": "fid.features",
+    "fid_features_sha256": "fid.features_sha256",
+    "fid_n_reference": "fid.n_reference",
+    "evaluate_seconds": "cost.evaluate_seconds",
+    "anomaly_seconds": "cost.anomaly_seconds",
+    "device": "cost.device",
+    "n_seeds": "n_seeds",
+    "stage_seconds": "stage_seconds",
+    "workers": "workers",
+}
+TEXT_COLUMNS = {"dataset", "model", "kind", "nll_space", "nll_estimator", "nll_method", "fid_features",
+                "fid_features_sha256", "device"}
+COUNT_COLUMNS = {"fid_n_generated", "ece_bins", "nll_levels", "nll_samples", "fid_n_reference", "n_seeds", "workers"}
+# Numeric metrics: each gets <column>_ci_low, _ci_high, _n_seeds, _ci_method (empty without an interval).
+METRIC_COLUMNS = ["accuracy", "log_loss", "ece", "nll_nats", "bits_per_dim", "fid", "precision", "recall", "density",
+                  "coverage", "memorisation", "cas", "anomaly_auroc", "linear_probe_accuracy", "train_seconds",
+                  "evaluate_seconds", "anomaly_seconds", "total_seconds"]
+# Ranked metrics -> higher is better; each gets <column>_tied_best.
+RANKED = {"accuracy": True, "log_loss": False, "ece": False, "nll_nats": False, "bits_per_dim": False, "fid": False,
+          "precision": True, "recall": True, "density": True, "coverage": True, "cas": True, "anomaly_auroc": True,
+          "linear_probe_accuracy": True}
+PER_SPACE = {"nll_nats", "bits_per_dim"}  # ranked within one likelihood space
+FEATURE_COLUMNS = ["fid", "fid_n_generated", "fid_n_reference", "precision", "recall", "density", "coverage", "cas"]
+CI_SUFFIXES = ("ci_low", "ci_high", "n_seeds", "ci_method")
+TIE_WORDS = "95% intervals overlap"
+
+
+def columns() -> list[str]:
+    out = list(FIELDS)
+    for column in METRIC_COLUMNS:
+        out += [f"{column}_{suffix}" for suffix in CI_SUFFIXES]
+        if column in RANKED:
+            out.append(f"{column}_tied_best")
+    return out
+
+
+def reference_sha(records: list[dict], evaluator: dict | None) -> tuple[str | None, list[str]]:
+    """The feature network whose FIDs are ranked (the evaluator's), and warnings about it."""
+    if evaluator and evaluator.get("sha256"):
+        return evaluator["sha256"], []
+    hashes = {(r.get("fid") or {}).get("features_sha256") for r in records if r.get("fid")}
+    if len(hashes) == 1:
+        return hashes.pop(), ["The evaluator record is missing: FIDs are ranked among themselves (they share one "
+                              "feature network) but are not checked against the current evaluator."]
+    if hashes:
+        return None, ["The evaluator record is missing and the FIDs use different feature networks: none is ranked "
+                      "(leaderboard.csv leaves FID/PRDC/CAS empty); rerun the evaluator and model stages."]
+    return None, []
+
+
+def same_features(record: dict, sha: str | None) -> bool:
+    """Whether the record's (or one seed's) FID/PRDC/CAS were computed on the reference features."""
+    return sha is not None and (record.get("fid") or {}).get("features_sha256") == sha
+
+
+def _row(record: dict, sha: str | None) -> dict[str, Any]:
+    row = {column: lookup(record, path) for column, path in FIELDS.items()}
+    for column in METRIC_COLUMNS:
+        found = interval(record, FIELDS[column]) or {}
+        row |= {f"{column}_ci_low": found.get("low"), f"{column}_ci_high": found.get("high"),
+                f"{column}_n_seeds": found.get("n_seeds"), f"{column}_ci_method": found.get("method")}
+    if not same_features(record, sha):
+        for column in FEATURE_COLUMNS:
+            row[column] = None
+            if column in METRIC_COLUMNS:
+                row |= {f"{column}_{suffix}": None for suffix in CI_SUFFIXES}
+    return row
+
+
+def _numeric(values: pd.Series, count: bool) -> pd.Series:
+    values = pd.to_numeric(values, errors="coerce").astype(float)
+    finite = values.dropna()
+    if count and (finite == finite.round()).all():
+        return values.astype("Int64")
+    return values
+
+
+def _tied(board: pd.DataFrame, column: str, higher: bool) -> pd.Series:
+    """`tied_best` over each comparable group of rows: the whole board, or one likelihood space."""
+    flags = pd.Series(pd.NA, index=board.index, dtype="boolean")
+    groups = board.groupby("nll_space", dropna=True) if column in PER_SPACE else [(None, board)]
+    for _, group in groups:
+        group = group[group[column].notna()]
+        if group.empty:
+            continue
+        means = group[column].astype(float)
+        # A value without an interval (one seed) counts as the point [mean, mean].
+        lows = group[f"{column}_ci_low"].astype(float).fillna(means)
+        highs = group[f"{column}_ci_high"].astype(float).fillna(means)
+        tied = tied_best(means.tolist(), lows.tolist(), highs.tolist(), higher)
+        flags.loc[group.index] = [bool(t) for t in tied]
+    return flags
+
+
+def leaderboard(records: list[dict], sha: str | None) -> pd.DataFrame:
+    """One row per record: summary means, interval columns, tied-best flags; sorted by dataset and model."""
+    board = pd.DataFrame([_row(r, sha) for r in records]).reindex(
+        columns=[c for c in columns() if not c.endswith("_tied_best")])
+    for column in board.columns:
+        if column in TEXT_COLUMNS or column.endswith("_ci_method"):
+            board[column] = board[column].astype(object).where(board[column].notna(), None)
+        else:
+            board[column] = _numeric(board[column], column in COUNT_COLUMNS or column.endswith("_n_seeds"))
+    board = board.sort_values(["dataset", "model"], kind="stable").reset_index(drop=True)
+    for column, higher in RANKED.items():
+        board[f"{column}_tied_best"] = _tied(board, column, higher)
+    return board.reindex(columns=columns())
+
+
+def tie_marks(board: pd.DataFrame) -> set[tuple[str, str]]:
+    """{(model, column)} for every tied-best cell of the leaderboard."""
+    marks = set()
+    for column in RANKED:
+        flags = board[f"{column}_tied_best"].fillna(False).astype(bool)
+        marks |= {(model, column) for model in board.loc[flags, "model"]}
+    return marks
+
+
+def per_seed_table(records: list[dict], sha: str | None) -> pd.DataFrame:
+    """Long format: one row per (dataset, model, seed, metric) that the seed's record holds."""
+    rows = []
+    for r in records:
+        for seed_record in r["per_seed"]:
+            skip = set() if same_features(seed_record, sha) else set(FEATURE_COLUMNS)
+            for column in METRIC_COLUMNS:
+                value = lookup(seed_record, FIELDS[column])
+                if column not in skip and is_number(value) and not math.isnan(value):
+                    rows.append({"dataset": r["dataset"], "model": r["model"], "seed": seed_record.get("seed"),
+                                 "metric": column, "value": float(value)})
+    table = pd.DataFrame(rows, columns=["dataset", "model", "seed", "metric", "value"])
+    table["seed"] = pd.to_numeric(table["seed"], errors="coerce").astype("Int64")
+    return table
+
+
+def _estimate(row: pd.Series, column: str) -> Est:
+    low, high = row[f"{column}_ci_low"], row[f"{column}_ci_high"]
+    return Est(float(row[column]), None if pd.isna(low) else float(low), None if pd.isna(high) else float(high))
+
+
+def best_per_metric(board: pd.DataFrame) -> list[dict[str, Any]]:
+    """The best mean per headline metric, with its tied group (the leaderboard's `_tied_best` flags).
+
+    NLLs per likelihood space; FIDs only among records on the reference features (the others are
+    empty in the board already)."""
+    picks = [("accuracy", board, "accuracy")]
+    for space in sorted(board["nll_space"].dropna().unique()):
+        picks.append((f"NLL, {space} space (nats/image)", board[board["nll_space"] == space], "nll_nats"))
+    picks += [("FID", board, "fid"), ("CAS accuracy", board, "cas"), ("anomaly AUROC (mean)", board, "anomaly_auroc"),
+              ("linear-probe accuracy", board, "linear_probe_accuracy")]
+    best = []
+    for label, rows, column in picks:
+        rows = rows.dropna(subset=[column]).sort_values(
+            [column, "model"], ascending=[not RANKED[column], True], kind="stable")
+        if rows.empty:
+            continue
+        top = rows.iloc[0]
+        tied = rows.iloc[1:][rows.iloc[1:][f"{column}_tied_best"].fillna(False).astype(bool)]
+        estimate = _estimate(top, column)
+        entry = {"metric": label, "column": column, "model": top["model"], "value": estimate.mean,
+                 "low": estimate.low, "high": estimate.high,
+                 "n_seeds": None if pd.isna(top[f"{column}_n_seeds"]) else int(top[f"{column}_n_seeds"]),
+                 "method": top[f"{column}_ci_method"], "tied": list(tied["model"])}
+        estimator = ""
+        if column == "nll_nats":
+            entry["estimator"] = top["nll_estimator"]
+            estimator = f" ({top['nll_estimator']})" if top["nll_estimator"] else ""
+        ties = (f"; tied: {', '.join(entry['tied'])} ({TIE_WORDS})" if entry["tied"]
+                else "; no tie (no other model's 95% interval overlaps)")
+        entry["text"] = f"best {label}: {top['model']} {fmt(estimate)}{estimator}{ties}"
+        best.append(entry)
+    return best

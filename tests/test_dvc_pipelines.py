@@ -1,0 +1,75 @@
+"""The generated DVC pipelines: current with params.yaml and with what each stage's code imports."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import yaml
+
+from genbench.config import ConfigError, load_params
+from genbench.dvc_pipelines import _imports, check_declared, expected_files, module_files, stage_code, stale_files
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def test_committed_pipelines_match_params_and_imports():
+    """Fails when a model's imports, params.yaml's models/datasets, or the dvc.yaml files changed
+    without `uv run genbench pipelines`."""
+    assert stale_files(load_params(ROOT / "params.yaml"), ROOT) == []
+
+
+@pytest.mark.parametrize("model, needs, not_needed", [
+    ("dbn", {"genbench/models/rbm.py", "genbench/models/ais.py"}, {"genbench/models/nets.py"}),
+    ("gan", {"genbench/models/adversarial.py", "genbench/models/parzen.py", "genbench/models/nets.py"}, {"genbench/models/ais.py"}),
+    ("gmm", {"genbench/models/gmm.py", "genbench/models/base.py"}, {"genbench/models/nets.py", "genbench/models/vae.py"}),
+])
+def test_model_stage_depends_on_what_its_code_imports(model, needs, not_needed):
+    deps = set(stage_code("model", model))
+    shared = {"stages/model.py", "genbench/runner.py", "genbench/pipeline.py", "genbench/data/__init__.py",
+              "genbench/data/prepare.py", "genbench/evaluator.py", "genbench/training.py", "genbench/stats.py",
+              "genbench/metrics/fid.py", "genbench/metrics/likelihood.py", "genbench/launcher.py", "genbench/cli.py"}
+    assert shared | needs <= deps
+    assert not deps & not_needed
+
+
+def test_imports_are_found_anywhere_in_a_module(tmp_path):
+    source = tmp_path / "m.py"
+    source.write_text("import os\nfrom genbench.config import check_type\n\n"
+                      "def f():\n    from genbench.models import base\n    from . import io\n")
+    found = _imports(source, "genbench.m")
+    assert {"genbench.config", "genbench.models", "genbench.models.base", "genbench.io"} <= found
+    assert "os" not in found
+
+
+def test_closure_includes_parent_packages():
+    files = module_files(["genbench.models.rbm"])
+    assert {"genbench/__init__.py", "genbench/models/__init__.py", "genbench/models/rbm.py"} <= set(files)
+
+
+def test_every_model_and_dataset_of_params_gets_a_stage():
+    params = load_params(ROOT / "params.yaml")
+    files = expected_files(params)
+    assert set(files) == {"dvc.yaml", *(f"pipelines/{d}/dvc.yaml" for d in params["datasets"])}
+    stages = yaml.safe_load(files["pipelines/digits/dvc.yaml"])["stages"]
+    assert set(stages) == {"prepare", "evaluator", "report", *params["models"]}
+    for model in params["models"]:
+        assert f"models.{model}" in stages[model]["params"] and "seeds" in stages[model]["params"]
+
+
+def test_misspelt_model_names_the_registered_ones():
+    params = load_params(ROOT / "params.yaml")
+    params["models"]["vea"] = {}
+    with pytest.raises(ConfigError, match=r"unknown model name\(s\) \['vea'\].*registered: .*vae"):
+        expected_files(params)
+
+
+def test_a_stage_that_imports_an_undeclared_file_fails(tmp_path):
+    (tmp_path / "pipelines" / "digits").mkdir(parents=True)
+    stage = {"deps": ["genbench/cli.py"]}  # far fewer files than this test process has imported
+    (tmp_path / "pipelines" / "digits" / "dvc.yaml").write_text(yaml.safe_dump({"stages": {"gmm": stage}}))
+    with pytest.raises(ConfigError, match=r"imported \[.*genbench/config.py.*genbench pipelines"):
+        check_declared("model", "digits", "gmm", root=tmp_path)
+    stage["deps"] = sorted(str(p.relative_to(ROOT)) for p in (ROOT / "genbench").rglob("*.py"))
+    (tmp_path / "pipelines" / "digits" / "dvc.yaml").write_text(yaml.safe_dump({"stages": {"gmm": stage}}))
+    check_declared("model", "digits", "gmm", root=tmp_path)

@@ -1,0 +1,104 @@
+"""The per-model stage over seeds, and the pinned evaluator, without DVC."""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+import pytest
+import yaml
+
+from genbench.config import ConfigError
+from genbench.data.prepare import run_prepare
+from genbench.evaluator import load_evaluator, run_evaluator
+from genbench.io import read_json
+from genbench.runner import mean_record, run_model
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def _params(**override) -> dict:
+    params = yaml.safe_load((ROOT / "params.yaml").read_text())
+    params["models"] = {"gmm": {"n_components": 1}, "gaussian_nb": {}}
+    params["evaluator"]["epochs"] = 1
+    params["seeds"] = [0, 1]
+    params["protocol"] |= {"fid_samples": 200, "anomaly": {"normal_classes": [0, 1]}}
+    params.update(override)
+    return params
+
+
+@pytest.fixture(scope="module")
+def prepared(tmp_path_factory) -> Path:
+    root = tmp_path_factory.mktemp("root")
+    run_prepare(_params(), "digits", root=root)
+    run_evaluator(_params(), "digits", root=root)
+    return root
+
+
+def test_pinned_evaluator_is_kept_checked_and_retrained_only_on_request(prepared, tmp_path):
+    root = tmp_path / "copy"
+    shutil.copytree(prepared, root)
+    weights = root / "evaluators" / "digits" / "evaluator.pt"
+    before = weights.read_bytes()
+    kept = run_evaluator(_params(), "digits", root=root)
+    assert weights.read_bytes() == before and kept["sha256"] == load_evaluator(weights.parent)[1]["sha256"]
+    # another recipe: no silent retraining, a message saying how
+    with pytest.raises(ConfigError, match=r"recipe .* differs.*--retrain"):
+        run_evaluator(_params(evaluator={"epochs": 2}), "digits", root=root)
+    # other data: likewise
+    run_prepare(_params(datasets={"digits": {"val_fraction": 0.2}}), "digits", root=root)
+    with pytest.raises(ConfigError, match=r"splits differ"):
+        run_evaluator(_params(), "digits", root=root)
+    # retraining is explicit and records the new data and recipe
+    record = run_evaluator(_params(datasets={"digits": {"val_fraction": 0.2}}, evaluator={"epochs": 2}),
+                           "digits", root=root, retrain=True)
+    assert record["recipe"]["epochs"] == 2 and weights.read_bytes() != before
+
+
+def test_changed_weights_are_refused(prepared, tmp_path):
+    import torch
+
+    root = tmp_path / "copy"
+    shutil.copytree(prepared, root)
+    weights = root / "evaluators" / "digits" / "evaluator.pt"
+    saved = torch.load(weights, weights_only=True)
+    saved["state"]["head.bias"] += 1e-3
+    torch.save(saved, weights)
+    with pytest.raises(ConfigError, match=r"hashes to .* records .*git checkout"):
+        load_evaluator(weights.parent)
+
+
+def test_seed_numbers_do_not_depend_on_the_number_of_workers(prepared, tmp_path, monkeypatch):
+    records = {}
+    for workers in ("1", "2"):
+        root = tmp_path / workers
+        shutil.copytree(prepared, root)
+        monkeypatch.setenv("GENBENCH_WORKERS", workers)
+        records[workers] = run_model(_params(), "digits", "gmm", root=root)
+        assert records[workers]["workers"] == int(workers)
+    for one, two in zip(records["1"]["per_seed"], records["2"]["per_seed"]):
+        one, two = dict(one), dict(two)
+        one.pop("cost"), two.pop("cost")
+        assert one == two
+    record = records["2"]
+    assert [r["seed"] for r in record["per_seed"]] == [0, 1]
+    assert record["per_seed"][0]["classification"] != record["per_seed"][1]["classification"]  # seeds differ
+    accuracy = [r["classification"]["accuracy"] for r in record["per_seed"]]
+    assert record["summary"]["classification"]["accuracy"] == pytest.approx(sum(accuracy) / 2)
+    interval = record["intervals"]["classification.accuracy"]
+    assert interval["low"] <= interval["mean"] <= interval["high"] <= 1 and interval["n_seeds"] == 2
+    assert "bootstrap over 360 test images" in interval["method"]
+    assert "bootstrap" in record["intervals"]["anomaly.auroc_mean"]["method"]
+    assert "bootstrap" not in record["intervals"]["fid.value"]["method"]  # across seeds only
+    on_disk = read_json(tmp_path / "2" / "metrics" / "digits" / "gmm.json")
+    assert on_disk["summary"] == record["summary"]
+    assert sorted(p.name for p in (tmp_path / "2" / "models" / "digits" / "gmm").iterdir()) == ["seed-0", "seed-1"]
+    curve = (tmp_path / "2" / "curves" / "digits" / "gmm.csv").read_text().splitlines()
+    assert curve[0].startswith("seed,epoch")
+
+
+def test_mean_record_averages_numbers_and_keeps_text():
+    records = [{"seed": 0, "fid": {"value": 1.0, "n_generated": 10, "features": "cnn"}, "extra": [{"nll_nats": 2.0}]},
+               {"seed": 1, "fid": {"value": 3.0, "n_generated": 10, "features": "cnn"}, "extra": [{"nll_nats": 4.0}]}]
+    assert mean_record(records) == {"fid": {"value": 2.0, "n_generated": 10, "features": "cnn"},
+                                    "extra": [{"nll_nats": 3.0}]}
