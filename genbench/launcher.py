@@ -153,12 +153,14 @@ def _run_remote(argv: list[str]) -> int | None:
             except ProcessLookupError:
                 pass
 
-        for signum in (signal.SIGINT, signal.SIGTERM):
-            signal.signal(signum, forward)
+        previous = {signum: signal.signal(signum, forward) for signum in (signal.SIGINT, signal.SIGTERM)}
         try:
             finished = reader.readline()
         except OSError:
             finished = ""
+        finally:  # a handler left behind would be inherited by forked workers, which then ignore SIGTERM
+            for signum, handler in previous.items():
+                signal.signal(signum, handler)
         return json.loads(finished)["exit"] if finished else 1
 
 

@@ -154,9 +154,18 @@ def run_tasks(tasks: list[tuple], workers: int, label: str) -> list[dict]:
 
         if torch.cuda.is_initialized():  # never fork a process with a CUDA context
             raise RuntimeError("CUDA is initialised in this process: refusing to fork workers; set GENBENCH_WORKERS=1")
-        with multiprocessing.get_context("fork").Pool(workers, initializer=_worker_init) as pool:
+        # Workers must start with SIGTERM's default action, or Pool.terminate() (on a failed task) waits
+        # forever for a worker that swallows it: set it before forking instead of in the initializer (a race).
+        handler = signal.signal(signal.SIGTERM, signal.SIG_DFL)
+        try:
+            pool = multiprocessing.get_context("fork").Pool(workers, initializer=_worker_init)
+        finally:
+            signal.signal(signal.SIGTERM, handler)
+        with pool:
             for task, result in zip(tasks, pool.imap(_run, tasks, chunksize=1)):
                 done(task, result)
+            pool.close()  # let the workers finish cleanly; __exit__'s terminate() is for the error path
+            pool.join()
     return [results[t] for t in tasks]
 
 

@@ -102,3 +102,17 @@ def test_mean_record_averages_numbers_and_keeps_text():
                {"seed": 1, "fid": {"value": 3.0, "n_generated": 10, "features": "cnn"}, "extra": [{"nll_nats": 4.0}]}]
     assert mean_record(records) == {"fid": {"value": 2.0, "n_generated": 10, "features": "cnn"},
                                     "extra": [{"nll_nats": 3.0}]}
+
+
+def test_a_failing_task_stops_its_workers_even_when_the_parent_handles_sigterm():
+    """Workers inherit the parent's signal handlers; one that swallowed SIGTERM made Pool.terminate()
+    wait forever after a failed task (seen when a launcher test had left its forwarding handler)."""
+    import subprocess
+    import sys
+
+    script = ("import signal; signal.signal(signal.SIGTERM, lambda *a: None)\n"
+              "from genbench.runner import run_tasks\n"
+              "try:\n    run_tasks([('seed', 0), ('seed', 1), ('seed', 2)], 2, 'test')\n"
+              "except AttributeError:\n    print('raised')\n")  # no job is set: every task fails
+    result = subprocess.run([sys.executable, "-c", script], cwd=ROOT, capture_output=True, text=True, timeout=60)
+    assert result.returncode == 0 and "raised" in result.stdout, result.stderr
