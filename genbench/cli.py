@@ -16,6 +16,7 @@ from genbench.config import ConfigError, load_params
 
 # subcommand -> (module, function, positional arguments)
 STAGES = {
+    "check": ("genbench.dvc_pipelines", "run_check", ()),
     "prepare": ("genbench.data.prepare", "run_prepare", ("dataset",)),
     "evaluator": ("genbench.evaluator", "run_evaluator", ("dataset",)),
     "model": ("genbench.runner", "run_model", ("dataset", "model")),
@@ -30,6 +31,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--root", default=".", help="repository root where outputs go (default: .)")
     sub = parser.add_subparsers(dest="command", required=True)
     helps = {
+        "check": "check that params.yaml names registered datasets and models and that the pipelines are current",
         "prepare": "cut the fixed splits of a dataset",
         "evaluator": "check the pinned FID feature network of a dataset (train one if there is none)",
         "model": "train, sample and evaluate a model on a dataset, once per seed",
@@ -61,8 +63,10 @@ def main(argv: list[str] | None = None) -> int:
         params = load_params(args.params)
         if args.command == "pipelines":
             return _pipelines(params, args.check, args.root)
-        if args.command in ("report", "index"):
-            _check_pipelines_current(params, args.root)
+        if args.command in ("report", "index"):  # the check stage did this, but these can be run alone
+            from genbench.dvc_pipelines import check_current
+
+            check_current(params, args.root)
         module, function, positional = STAGES[args.command]
         run = getattr(importlib.import_module(module), function)
         options = {"retrain": True} if getattr(args, "retrain", False) else {}
@@ -80,16 +84,6 @@ def main(argv: list[str] | None = None) -> int:
             return 1
         raise
     return 0
-
-
-def _check_pipelines_current(params: dict, root: str) -> None:
-    """The report runs whenever `models` or `datasets` change: the place to catch a forgotten regeneration."""
-    from genbench.dvc_pipelines import stale_files
-
-    stale = stale_files(params, root)
-    if stale:
-        raise ConfigError(f"{', '.join(stale)} do(es) not match params.yaml (a model or dataset added, removed or "
-                          "renamed, or a module's imports changed): run `uv run genbench pipelines`, then `uv run dvc repro`")
 
 
 def _pipelines(params: dict, check: bool, root: str) -> int:

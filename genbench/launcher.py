@@ -52,9 +52,11 @@ PRELOAD = (
     "matplotlib", "matplotlib.figure", "matplotlib.backends.backend_agg",
 )
 # Read by the preloaded libraries when they are imported, so a server only serves clients that agree.
-IMPORT_TIME_ENV = ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS", "CUDA_VISIBLE_DEVICES",
-                   "LD_LIBRARY_PATH", "LD_PRELOAD", "PYTHONHASHSEED", "PYTHONPATH")
-IMPORT_TIME_PREFIXES = ("PYTORCH_", "TORCH_", "CUBLAS_", "NVIDIA_")
+IMPORT_TIME_ENV = ("CUDA_VISIBLE_DEVICES", "LD_LIBRARY_PATH", "LD_PRELOAD", "PYTHONHASHSEED", "PYTHONPATH")
+# Thread counts and kernel choices of the BLAS and OpenMP runtimes (MKL_CBWR, OPENBLAS_CORETYPE,
+# ATEN_CPU_CAPABILITY, ...) are fixed when the libraries load, and they change the arithmetic. Not KMP_*:
+# torch and scikit-learn set KMP_DUPLICATE_LIB_OK and KMP_INIT_AT_FORK themselves when imported.
+IMPORT_TIME_PREFIXES = ("PYTORCH_", "TORCH_", "CUBLAS_", "NVIDIA_", "OMP_", "MKL_", "OPENBLAS_", "ATEN_")
 _MESSAGE_LIMIT = 1 << 20
 _GRACE = 2.0  # seconds between SIGTERM and SIGKILL for an orphaned stage
 

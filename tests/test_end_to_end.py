@@ -105,16 +105,35 @@ def test_editing_one_model_reruns_only_that_model_and_the_reports(repo):
     params["models"]["vae"]["latent_dim"] = 8
     (repo / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
     changed = {name.split(":")[-1] for name in json.loads(_dvc(repo, "status", "--json").stdout)}
-    assert "vae" in changed and changed <= {"vae", "report", "index"}, changed
-    assert _ran(_dvc(repo, "repro").stdout) - {"index"} == {"vae", "report"}  # index: if the summary changed
+    assert "vae" in changed and changed <= {"check", "vae", "report", "index"}, changed
+    # check: params.yaml's names, in a second; index: if the summary changed
+    assert _ran(_dvc(repo, "repro").stdout) - {"check", "index"} == {"vae", "report"}
 
 
 def test_editing_a_shared_model_module_reruns_the_models_that_import_it(repo):
     rbm = repo / "genbench" / "models" / "rbm.py"
     rbm.write_text(rbm.read_text() + "\n# an edit\n")
-    assert _ran(_dvc(repo, "repro").stdout) - {"index"} == {"rbm", "dbn", "report"}
+    assert _ran(_dvc(repo, "repro").stdout) - {"index"} == {"rbm", "dbn", "report"}  # check does not import models
 
 
 def test_noop_repro_runs_nothing(repo):
     output = _dvc(repo, "repro").stdout
     assert "Running stage" not in output, output
+
+
+def test_misspelt_model_gets_genbenchs_message_before_any_work(repo):
+    """DVC would stop first with "Parameters 'models.vae' are missing"; the check stage runs before every other."""
+    original = (repo / "params.yaml").read_text()
+    params = yaml.safe_load(original)
+    params["models"] = {("vea" if k == "vae" else k): v for k, v in params["models"].items()}
+    (repo / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+    try:
+        env = {**os.environ, "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}"}
+        result = subprocess.run([sys.executable, "-m", "dvc", "repro"], cwd=repo, env=env, capture_output=True, text=True)
+        assert result.returncode != 0
+        assert "unknown model name(s) ['vea']" in result.stderr and "registered: " in result.stderr, result.stderr
+        assert "missing from 'params.yaml'" not in result.stdout + result.stderr
+        assert _ran(result.stdout) == {"check"}, result.stdout
+    finally:
+        (repo / "params.yaml").write_text(original)
+    assert "Running stage" not in _dvc(repo, "repro").stdout  # the failed check changed nothing

@@ -301,7 +301,8 @@ def test_import_time_environment_names_the_server(light_server, monkeypatch, cap
     first = launcher.socket_path()
     monkeypatch.setenv("GENBENCH_UNRELATED", "x")
     assert launcher.socket_path() == first
-    for name, value in [("OMP_NUM_THREADS", "2"), ("TORCH_TEST_KNOB", "1"), ("CUDA_VISIBLE_DEVICES", "")]:
+    for name, value in [("OMP_NUM_THREADS", "2"), ("TORCH_TEST_KNOB", "1"), ("CUDA_VISIBLE_DEVICES", ""),
+                        ("MKL_CBWR", "COMPATIBLE"), ("OPENBLAS_CORETYPE", "Prescott"), ("ATEN_CPU_CAPABILITY", "default")]:
         with monkeypatch.context() as m:
             m.setenv(name, value)
             assert launcher.socket_path() != first
