@@ -126,7 +126,10 @@ CHECKED_TEXT = ("params.yaml was checked: every dataset and model under it is re
                 "pipelines are current.\n")
 
 
-def dataset_pipeline(dataset: str, models: list[str]) -> dict:
+def dataset_pipeline(dataset: str, models: list[str], overrides: dict | None = None) -> dict:
+    """`overrides`: params.yaml's `overrides.<dataset>`; a stage tracks the override keys it reads."""
+    overrides = overrides or {}
+    tracked = {key: [f"overrides.{dataset}.{key}"] if key in overrides else [] for key in ("evaluator", "protocol")}
     stages = {
         # depends on CHECKED: a misspelt or removed model gets genbench's message before DVC's "missing params"
         "prepare": _stage(f"python stages/prepare.py {dataset}", [*stage_code("prepare"), CHECKED],
@@ -134,14 +137,15 @@ def dataset_pipeline(dataset: str, models: list[str]) -> dict:
         # The evaluator's weights are committed (pinned): the stage keeps them and only checks that they
         # match the data and recipe; `genbench evaluator <dataset> --retrain` is the explicit retraining.
         "evaluator": _stage(f"python stages/evaluator.py {dataset}", [*stage_code("evaluator"), f"data/{dataset}"],
-                            ["data_seed", "device", "evaluator"],
+                            ["data_seed", "device", "evaluator", *tracked["evaluator"]],
                             [{f"evaluators/{dataset}": {"cache": False, "persist": True}}]),
     }
     for model in models:
         stages[model] = _stage(
             f"python stages/model.py {dataset} {model}",
             [*stage_code("model", model), f"data/{dataset}", f"evaluators/{dataset}"],
-            ["seeds", "device", "protocol", f"models.{model}"],
+            ["seeds", "device", "protocol", *tracked["protocol"], f"models.{model}",
+             *([f"overrides.{dataset}.models.{model}"] if model in (overrides.get("models") or {}) else [])],
             [f"models/{dataset}/{model}", {f"samples/{dataset}/{model}": {"cache": False}}],
             metrics=[{f"metrics/{dataset}/{model}.json": {"cache": False}}],
             plots=[{f"curves/{dataset}/{model}.csv": {"cache": False, "x": "epoch"}}],
@@ -178,13 +182,13 @@ def _dump(pipeline: dict) -> str:
 
 def expected_files(params: dict[str, Any]) -> dict[str, str]:
     """Repository-relative path -> content of every generated dvc.yaml."""
-    from genbench.pipeline import check_selection
+    from genbench.pipeline import check_selection, overrides_of
 
     check_selection(params)
     datasets, models = list(params.get("datasets") or {}), list(params.get("models") or {})
     files = {"dvc.yaml": _dump(root_pipeline(datasets))}
     for dataset in datasets:
-        files[f"pipelines/{dataset}/dvc.yaml"] = _dump(dataset_pipeline(dataset, models))
+        files[f"pipelines/{dataset}/dvc.yaml"] = _dump(dataset_pipeline(dataset, models, overrides_of(params, dataset)))
     return files
 
 

@@ -112,9 +112,10 @@ def run_evaluator(params: dict, dataset: str, root=".", *, retrain: bool = False
     from genbench.data.prepare import PreparedData
     from genbench.io import atomic_directory, write_json
     from genbench.metrics.fid import frechet_distance
-    from genbench.pipeline import Paths, check_selection, device_of
+    from genbench.pipeline import Paths, check_selection, dataset_params, device_of
 
     check_selection(params, dataset=dataset)
+    params = dataset_params(params, dataset)
     paths = Paths(root)
     directory = paths.evaluator(dataset)
     data = PreparedData(paths.data(dataset))

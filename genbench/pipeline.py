@@ -59,10 +59,64 @@ def check_selection(params: dict[str, Any], dataset: str | None = None, model: s
         unknown = sorted(set(entries) - set(known))
         if unknown:
             raise ConfigError(f"params.yaml: unknown {key[:-1]} name(s) {unknown} under '{key}:'; registered: {', '.join(known)}")
+    overrides_of(params)
     if dataset is not None and dataset not in (params.get("datasets") or {}):
         raise ConfigError(f"dataset '{dataset}' is not under 'datasets:' in params.yaml")
     if model is not None and model not in (params.get("models") or {}):
         raise ConfigError(f"model '{model}' is not under 'models:' in params.yaml")
+
+
+# What `overrides.<dataset>` may set: the same model needs other epochs or widths on 28x28 or 32x32x3
+# images than on 8x8 digits, and the feature network and protocol may need other settings too.
+OVERRIDABLE = ("models", "evaluator", "protocol")
+
+
+def overrides_of(params: dict[str, Any], dataset: str | None = None) -> dict[str, Any]:
+    """`overrides:` checked (datasets and models it names must be under `datasets:` and `models:`, its
+    sections among OVERRIDABLE); the section of `dataset`, or the whole mapping when `dataset` is None."""
+    overrides = params.get("overrides") or {}
+    if not isinstance(overrides, dict):
+        raise ConfigError("params.yaml: 'overrides' must map dataset names to settings, e.g. "
+                          "{fashion_mnist: {models: {vae: {epochs: 50}}}}")
+    datasets, models = params.get("datasets") or {}, params.get("models") or {}
+    for name, settings in overrides.items():
+        if name not in datasets:
+            raise ConfigError(f"params.yaml: 'overrides.{name}': '{name}' is not under 'datasets:' "
+                              f"({', '.join(datasets) or 'none'}); remove the override or add the dataset")
+        if not isinstance(settings, dict) or set(settings) - set(OVERRIDABLE):
+            raise ConfigError(f"params.yaml: 'overrides.{name}' may hold only {', '.join(OVERRIDABLE)}, "
+                              f"got {sorted(settings) if isinstance(settings, dict) else settings!r}")
+        for key, value in settings.items():
+            if not isinstance(value, dict):
+                raise ConfigError(f"params.yaml: 'overrides.{name}.{key}' must be a mapping")
+        for model, hyper in (settings.get("models") or {}).items():
+            if model not in models:
+                raise ConfigError(f"params.yaml: 'overrides.{name}.models.{model}': '{model}' is not under 'models:'")
+            if not isinstance(hyper, dict):
+                raise ConfigError(f"params.yaml: 'overrides.{name}.models.{model}' must map hyperparameters to values")
+    return overrides if dataset is None else dict(overrides.get(dataset) or {})
+
+
+def _merged(base: Any, update: dict) -> dict:
+    out = dict(base or {})
+    for key, value in update.items():
+        out[key] = _merged(out.get(key), value) if isinstance(value, dict) and isinstance(out.get(key), dict) else value
+    return out
+
+
+def dataset_params(params: dict[str, Any], dataset: str) -> dict[str, Any]:
+    """params.yaml as `dataset`'s stages see it: `overrides.<dataset>` merged over `models:`,
+    `evaluator:` and `protocol:` (a model's override replaces single hyperparameters, not its section)."""
+    overrides = overrides_of(params, dataset)
+    if not overrides:
+        return params
+    out = dict(params)
+    for key, value in overrides.items():
+        if key == "models":
+            out["models"] = {m: _merged(h, value.get(m) or {}) for m, h in (params.get("models") or {}).items()}
+        else:
+            out[key] = _merged(params.get(key), value)
+    return out
 
 
 def data_seed_of(params: dict[str, Any]) -> int:

@@ -31,7 +31,7 @@ from genbench.config import ConfigError
 from genbench.data.prepare import PreparedData
 from genbench.io import atomic_directory, atomic_file, write_json, write_text
 from genbench.models.base import Model, capabilities
-from genbench.pipeline import Paths, build_model, check_selection, device_of, protocol, seeds_of
+from genbench.pipeline import Paths, build_model, check_selection, dataset_params, device_of, protocol, seeds_of
 
 # Leaves of a record that count things or set the protocol: no interval, no average.
 COUNT_KEYS = {"n", "ece_bins", "levels", "dim", "samples", "n_generated", "n_reference", "feature_dim", "seed",
@@ -397,6 +397,7 @@ def run_model(params: dict[str, Any], dataset: str, model_name: str, root: str |
     from genbench.metrics import anomaly as anomaly_metrics
 
     check_selection(params, dataset=dataset, model=model_name)
+    params = dataset_params(params, dataset)
     stage_start = time.perf_counter()
     paths = Paths(root)
     seeds = seeds_of(params)

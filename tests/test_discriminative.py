@@ -159,3 +159,17 @@ def test_torch_classifiers_size_themselves_from_the_image_shape(name, shape):
     assert proba.shape == (5, 10) and np.allclose(proba.sum(1), 1)
     if name == "cnn":
         assert model.encode(train.x[:5]).shape == (5, model.hidden_dim)
+
+
+def test_knn_manhattan_matches_brute_force_neighbours(digits_splits):
+    """p=1 (Xiao et al. 2017's kNN): the neighbours are the k nearest training images in L1 distance
+    (compared as distances: digits' 17 levels make ties, broken in any order), and the vote is theirs."""
+    train, test = digits_splits["train"], digits_splits["test"]
+    model = create_model("knn", {"n_neighbors": 5, "weights": "uniform", "p": 1}).fit(train, seed=0)
+    brute = torch.cdist(torch.as_tensor(flat(test.x)).double(), torch.as_tensor(flat(train.x)).double(), p=1)
+    distances, indices = model.classifier_.kneighbors(flat(test.x))
+    np.testing.assert_allclose(distances, brute.topk(5, largest=False).values.numpy(), atol=1e-9)
+    votes = torch.nn.functional.one_hot(train.y[torch.as_tensor(indices)], 10).double().mean(1).numpy()
+    np.testing.assert_allclose(model.predict_proba(test.x), votes)
+    euclidean = create_model("knn", {"n_neighbors": 5, "weights": "uniform", "p": 2}).fit(train, seed=0)
+    assert not np.allclose(euclidean.classifier_.kneighbors(flat(test.x))[0], distances)

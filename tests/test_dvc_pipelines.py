@@ -73,3 +73,39 @@ def test_a_stage_that_imports_an_undeclared_file_fails(tmp_path):
     stage["deps"] = sorted(str(p.relative_to(ROOT)) for p in (ROOT / "genbench").rglob("*.py"))
     (tmp_path / "pipelines" / "digits" / "dvc.yaml").write_text(yaml.safe_dump({"stages": {"gmm": stage}}))
     check_declared("model", "digits", "gmm", root=tmp_path)
+
+
+def _with_overrides(overrides: dict) -> dict:
+    params = load_params(ROOT / "params.yaml")
+    params["datasets"]["fashion_mnist"] = {"data_dir": "/nonexistent"}
+    params["overrides"] = overrides
+    return params
+
+
+def test_per_dataset_overrides_merge_and_are_tracked_by_the_stages_that_read_them():
+    from genbench.pipeline import dataset_params
+
+    params = _with_overrides({"fashion_mnist": {"models": {"vae": {"epochs": 7}}, "evaluator": {"epochs": 3}}})
+    fashion = dataset_params(params, "fashion_mnist")
+    assert fashion["models"]["vae"] == {**params["models"]["vae"], "epochs": 7}  # one key replaced, the rest kept
+    assert fashion["evaluator"] == {**params["evaluator"], "epochs": 3}
+    assert fashion["models"]["gmm"] == params["models"]["gmm"]
+    assert dataset_params(params, "digits") == params  # other datasets see params.yaml as it is
+    files = expected_files(params)
+    fashion_stages = yaml.safe_load(files["pipelines/fashion_mnist/dvc.yaml"])["stages"]
+    digits_stages = yaml.safe_load(files["pipelines/digits/dvc.yaml"])["stages"]
+    assert "overrides.fashion_mnist.models.vae" in fashion_stages["vae"]["params"]
+    assert not any(p.startswith("overrides") for p in fashion_stages["gmm"]["params"])
+    assert "overrides.fashion_mnist.evaluator" in fashion_stages["evaluator"]["params"]
+    assert not any(p.startswith("overrides") for stage in digits_stages.values() for p in stage["params"])
+
+
+@pytest.mark.parametrize("overrides, message", [
+    ({"cifar10": {"models": {"vae": {}}}}, r"overrides.cifar10.*not under 'datasets:'"),
+    ({"fashion_mnist": {"models": {"vea": {}}}}, r"overrides.fashion_mnist.models.vea.*not under 'models:'"),
+    ({"fashion_mnist": {"seeds": [0]}}, r"overrides.fashion_mnist' may hold only models, evaluator, protocol"),
+    ({"fashion_mnist": {"models": {"vae": 5}}}, r"overrides.fashion_mnist.models.vae' must map"),
+])
+def test_bad_overrides_name_the_key(overrides, message):
+    with pytest.raises(ConfigError, match=message):
+        expected_files(_with_overrides(overrides))

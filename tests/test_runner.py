@@ -116,3 +116,13 @@ def test_a_failing_task_stops_its_workers_even_when_the_parent_handles_sigterm()
               "except AttributeError:\n    print('raised')\n")  # no job is set: every task fails
     result = subprocess.run([sys.executable, "-c", script], cwd=ROOT, capture_output=True, text=True, timeout=60)
     assert result.returncode == 0 and "raised" in result.stdout, result.stderr
+
+
+def test_the_model_stage_trains_with_its_datasets_overrides(prepared, tmp_path):
+    root = tmp_path / "copy"
+    shutil.copytree(prepared, root)
+    params = _params(seeds=[0], overrides={"digits": {"models": {"gmm": {"n_components": 2}}}})
+    params["protocol"]["anomaly"] = {"normal_classes": [0]}
+    record = run_model(params, "digits", "gmm", root=root)
+    assert record["hyperparameters"]["n_components"] == 2
+    assert params["models"]["gmm"]["n_components"] == 1  # params.yaml's own section is left as it was

@@ -1,4 +1,4 @@
-"""k-nearest-neighbour classifier on raw pixels (scikit-learn's KNeighborsClassifier, Euclidean).
+"""k-nearest-neighbour classifier on raw pixels (scikit-learn's KNeighborsClassifier, Minkowski distance).
 
 `predict_proba` is the (optionally distance-weighted) vote share of the k neighbours, so it takes
 only a few distinct values: coarse probabilities whose log-loss and ECE the report shows as they
@@ -18,21 +18,23 @@ from genbench.models.base import Model, check_fitted, flat
 
 @register("knn")
 class KNN(Model):
-    """Hyperparameters: n_neighbors (k), weights ("uniform" votes or "distance": 1/distance)."""
+    """Hyperparameters: n_neighbors (k), weights ("uniform" votes or "distance": 1/distance), p (the
+    Minkowski power: 2 Euclidean, 1 Manhattan, which Xiao et al. 2017's Fashion-MNIST baseline uses)."""
 
     kind = "discriminative"
-    constraints = {"n_neighbors": {"low": 1}, "weights": {"choices": ("uniform", "distance")}}
+    constraints = {"n_neighbors": {"low": 1}, "weights": {"choices": ("uniform", "distance")}, "p": {"low": 1}}
     fast_params = {"n_neighbors": 3}
 
-    def __init__(self, n_neighbors: int = 5, weights: str = "distance"):
+    def __init__(self, n_neighbors: int = 5, weights: str = "distance", p: int = 2):
         self.n_neighbors = n_neighbors
         self.weights = weights
+        self.p = p
 
     def fit(self, train: Split, *, seed: int) -> "KNN":
         # Deterministic: no random draw, `seed` is unused.
         self.num_classes_ = train.num_classes
         self.classifier_ = KNeighborsClassifier(n_neighbors=min(self.n_neighbors, len(train)),
-                                                weights=self.weights)
+                                                weights=self.weights, p=self.p)
         self.classifier_.fit(flat(train.x), train.y.numpy())
         return self
 
