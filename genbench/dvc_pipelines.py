@@ -137,7 +137,8 @@ def dataset_pipeline(dataset: str, models: list[str], overrides: dict | None = N
         # The evaluator's weights are committed (pinned): the stage keeps them and only checks that they
         # match the data and recipe; `genbench evaluator <dataset> --retrain` is the explicit retraining.
         "evaluator": _stage(f"python stages/evaluator.py {dataset}", [*stage_code("evaluator"), f"data/{dataset}"],
-                            ["data_seed", "device", "evaluator", *tracked["evaluator"]],
+                            ["data_seed", "device", "evaluator", *tracked["evaluator"], "seeds", "protocol",
+                             *tracked["protocol"]],  # seeds, protocol: the real-data FID floor (reference.json)
                             [{f"evaluators/{dataset}": {"cache": False, "persist": True}}]),
     }
     for model in models:

@@ -134,6 +134,7 @@ def run_evaluator(params: dict, dataset: str, root=".", *, retrain: bool = False
                 f"retrain deliberately with `uv run genbench evaluator {dataset} --retrain`, rerun `uv run dvc repro`, "
                 f"and commit evaluators/{dataset} with the new results")
         print(f"evaluator {dataset}: keeping the pinned weights (sha256 {record['sha256'][:12]})")
+        write_json(directory / "reference.json", real_data_floor(net, record, data, params))
         return record
     start = time.perf_counter()
     device = device_of(params)
@@ -167,7 +168,36 @@ def run_evaluator(params: dict, dataset: str, root=".", *, retrain: bool = False
         torch.save({"state": net.state_dict(), "image_shape": train.image_shape, "num_classes": train.num_classes,
                     "feature_dim": recipe["feature_dim"]}, Path(out) / "evaluator.pt")
         write_json(Path(out) / "evaluator.json", record)
+        write_json(Path(out) / "reference.json", real_data_floor(net, record, data, params))
     return record
+
+
+def real_data_floor(net: nn.Module, record: dict, data, params: dict) -> dict:
+    """The FID that real data reach under the models' protocol: protocol.fid_samples training images
+    (a random subset per seed, without replacement) against the reference split, in the pinned features.
+    At the same sample count as the models', since FID's bias depends on it (Chong & Forsyth 2020)."""
+    from genbench.metrics.fid import frechet_distance
+    from genbench.pipeline import protocol, seeds_of
+    from genbench.stats import seed_interval
+
+    proto, seeds = protocol(params), seeds_of(params)
+    train, reference = data.split("train").x, data.split(proto["fid_reference_split"]).x
+    n = min(proto["fid_samples"], len(train))
+    values = {}
+    for seed in seeds:
+        subset = torch.randperm(len(train), generator=torch.Generator().manual_seed(seed))[:n]
+        values[str(seed)] = frechet_distance(net, record["feature_dim"], reference, train[subset])
+    interval = seed_interval(list(values.values()))
+    what = f"{n} training images" + (f" (all of them: the split has fewer than {proto['fid_samples']})"
+                                      if n < proto["fid_samples"] else ", a random subset per seed")
+    return {"fid": {
+        "value": interval["mean"], "low": interval["low"], "high": interval["high"], "n_seeds": interval["n_seeds"],
+        "method": f"95% interval: Student t over {len(seeds)} random training subsets (seeds {', '.join(values)})"
+                  if len(seeds) > 1 and n < len(train) else interval["method"],
+        "per_seed": values, "n_generated": n, "n_reference": len(reference), "generated_split": "train",
+        "reference_split": proto["fid_reference_split"], "features_sha256": record["sha256"],
+        "description": f"FID of {what} against the {proto['fid_reference_split']} split ({len(reference)} images): "
+                       "real data at the models' sample count, the floor a model can hope for"}}
 
 
 def load_evaluator(directory) -> tuple[EvaluatorNet, dict]:

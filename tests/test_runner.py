@@ -126,3 +126,26 @@ def test_the_model_stage_trains_with_its_datasets_overrides(prepared, tmp_path):
     record = run_model(params, "digits", "gmm", root=root)
     assert record["hyperparameters"]["n_components"] == 2
     assert params["models"]["gmm"]["n_components"] == 1  # params.yaml's own section is left as it was
+
+
+def test_real_data_floor_is_at_the_models_sample_count_with_an_interval(prepared):
+    import numpy as np
+    import scipy.stats
+    import torch
+
+    from genbench.data.prepare import PreparedData
+    from genbench.metrics.fid import frechet_distance
+
+    net, evaluator = load_evaluator(prepared / "evaluators" / "digits")
+    floor = read_json(prepared / "evaluators" / "digits" / "reference.json")["fid"]
+    data = PreparedData(prepared / "data" / "digits")
+    train, test = data.split("train").x, data.split("test").x
+    assert floor["n_generated"] == 200 == _params()["protocol"]["fid_samples"]  # the models' count, not the split's
+    assert floor["n_reference"] == len(test) and floor["features_sha256"] == evaluator["sha256"]
+    for seed in (0, 1):
+        subset = torch.randperm(len(train), generator=torch.Generator().manual_seed(seed))[:200]
+        assert floor["per_seed"][str(seed)] == pytest.approx(frechet_distance(net, evaluator["feature_dim"], test, train[subset]))
+    values = list(floor["per_seed"].values())
+    low, high = scipy.stats.t.interval(0.95, 1, loc=np.mean(values), scale=scipy.stats.sem(values))
+    assert (floor["low"], floor["value"], floor["high"]) == pytest.approx((low, np.mean(values), high))
+    assert "2 random training subsets" in floor["method"]

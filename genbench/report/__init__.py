@@ -8,7 +8,7 @@ touches another dataset's report. `build_index(reports_dir, datasets)` writes th
 Inputs of a dataset's report, relative to the repository root: `metrics/<dataset>/<model>.json` (means
 over seeds, 95% intervals and per-seed records; see `genbench.report.records`),
 `curves/<dataset>/<model>.csv`, `samples/<dataset>/<model>/{grid.png,figure-*.png,info.json}`,
-`evaluators/<dataset>/evaluator.json` and `data/<dataset>/meta.json`. Outputs (DESIGN.md, "Outputs"):
+`evaluators/<dataset>/{evaluator,reference}.json` and `data/<dataset>/meta.json`. Outputs (DESIGN.md, "Outputs"):
 `reports/<dataset>/{leaderboard.csv,per_seed.csv,summary.json,README.md,index.html,samples/,figures/,curves/}`,
 written as one folder that replaces the old one atomically, and `reports/index.html`.
 """
@@ -130,6 +130,9 @@ def build_dataset_report(root: str | Path, out_dir: str | Path, dataset: str, mo
     records = load_records(root, dataset, models)
     meta = _read_optional(root / "data" / dataset / "meta.json")
     evaluator = _read_optional(root / "evaluators" / dataset / "evaluator.json")
+    floor = _read_optional(root / "evaluators" / dataset / "reference.json")
+    if evaluator is not None and floor is not None and floor["fid"].get("features_sha256") == evaluator.get("sha256"):
+        evaluator = {**evaluator, "reference_fid": floor["fid"]}  # real data at the models' sample count
     sha, fid_warnings = reference_sha(records, evaluator)
     board = leaderboard(records, sha)
     summary = {

@@ -272,8 +272,14 @@ def sample_quality(records: list[dict], evaluator: dict | None, ties: set = froz
         if matches_evaluator and evaluator.get("reference_fid"):
             # A real-data row gives the scale: the FID two real samples of the data reach. Not ranked.
             reference = evaluator["reference_fid"]
-            table = pd.concat([pd.DataFrame([{"model": "real data (reference)", "FID ↓": fmt(reference.get("value"))}]),
-                               table], ignore_index=True).fillna("")
+            cell = fmt(reference.get("value"))
+            if reference.get("low") is not None and reference.get("high") is not None:
+                cell += f" [{fmt(reference['low'])}, {fmt(reference['high'])}]"
+            row = {"model": "real data (reference)", "FID ↓": cell,
+                   "n generated (images)": reference.get("n_generated"), "n reference (images)": reference.get("n_reference")}
+            table = pd.concat([pd.DataFrame([row]), table], ignore_index=True).fillna("")
+            if reference.get("method"):
+                notes.append(f"Reference row interval: {reference['method']}.")
             notes.append(f"Reference row (not ranked): {reference.get('description', 'FID between real-data splits')}.")
         if matches_evaluator and evaluator.get("test_accuracy") is not None:
             notes.append(f"The feature network classifies the test split with accuracy {fmt(evaluator['test_accuracy'])}.")
