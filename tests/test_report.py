@@ -387,3 +387,21 @@ def test_stage_functions_read_the_models_and_datasets_of_params(tmp_path):
     (tmp_path / "metrics" / "digits" / "cnn.json").write_text('{"dataset": "digits", "model": "cnn"}')
     with pytest.raises(ValueError, match=r"cnn.json has no `summary`.*pipelines/digits/dvc.yaml:cnn"):
         run_report(params, "digits", root=tmp_path)
+
+
+def test_published_numbers_sit_beside_genbenchs_with_the_protocol_difference():
+    from genbench.report.published import PUBLISHED, published_section
+
+    board = pd.DataFrame([{"model": "svm", "accuracy": 0.9, "accuracy_ci_low": 0.89, "accuracy_ci_high": 0.91},
+                          {"model": "knn", "accuracy": float("nan")}])
+    table = published_section("fashion_mnist", board).table.set_index("method")
+    assert table.loc["SVC, RBF kernel, C=10", "published"] == "0.897"
+    assert table.loc["SVC, RBF kernel, C=10", "genbench (mean [95% interval])"] == "svm: 0.9 [0.89, 0.91]"
+    assert table.loc["GaussianNB", "genbench (mean [95% interval])"] == "gaussian_nb: not run"
+    assert "p: 1" in table.loc["KNeighborsClassifier, k=5, p=1", "protocol difference"]
+    assert all(row["protocol difference"] for row in table.reset_index().to_dict("records"))
+    assert published_section("digits", board) is None
+    assert {e.model for e in PUBLISHED["fashion_mnist"]} == {"logistic_regression", "svm", "random_forest", "knn",
+                                                            "gaussian_nb", "mlp"}
+    mnist = published_section("mnist", pd.DataFrame([{"model": "rbm", "nll_nats": 90.0, "nll_space": "binary"}])).table
+    assert "rbm: 90" in mnist.set_index("published").loc["86.34", "genbench (mean [95% interval])"]

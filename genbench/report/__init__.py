@@ -26,6 +26,7 @@ from genbench.io import atomic_directory, atomic_file, read_json, write_json, wr
 from genbench.report.leaderboard import (
     FIELDS, best_per_metric, leaderboard, per_seed_table, reference_sha, tie_marks,
 )
+from genbench.report.published import published_section
 from genbench.report.records import RECORD_STAGE, load_records
 from genbench.report.render import curve_figure, html_page, markdown
 from genbench.report.sections import TIE_NOTE, Section, metric_sections
@@ -146,6 +147,7 @@ def build_dataset_report(root: str | Path, out_dir: str | Path, dataset: str, mo
         write_text(out / "leaderboard.csv", board.to_csv(index=False))
         write_text(out / "per_seed.csv", per_seed_table(records, sha).to_csv(index=False))
         sections = metric_sections(records, evaluator, tie_marks(board), sha, fid_warnings)
+        sections += [s for s in (published_section(dataset, board),) if s]
         sections += [s for s in (_sample_grids(root, out, dataset, records), _figures(root, out, dataset, records),
                                  _training_curves(root, out, dataset, records)) if s]
         _write_pages(out, dataset, meta, summary, sections)
