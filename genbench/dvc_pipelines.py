@@ -205,7 +205,8 @@ def stale_files(params: dict[str, Any], root: str | Path = REPO_ROOT) -> list[st
 
 
 def write_pipelines(params: dict[str, Any], root: str | Path = REPO_ROOT) -> list[str]:
-    """Write every generated dvc.yaml; remove pipelines of datasets no longer in params.yaml. Returns what changed."""
+    """Write every generated dvc.yaml; remove the dvc.yaml of datasets no longer in params.yaml (keeping
+    their dvc.lock and outputs). Returns what changed."""
     from genbench.io import write_text
 
     root = Path(root)
@@ -214,13 +215,11 @@ def write_pipelines(params: dict[str, Any], root: str | Path = REPO_ROOT) -> lis
     for path in changed:
         if path in expected:
             write_text(root / path, expected[path])
-        else:  # a dataset taken out of params.yaml: its pipeline and lock go (its outputs stay on disk)
-            for name in ("dvc.yaml", "dvc.lock"):
-                (root / path).with_name(name).unlink(missing_ok=True)
-            try:
-                (root / path).parent.rmdir()
-            except OSError:
-                pass
+        else:
+            # A dataset taken out of params.yaml (a run on a subset of datasets): its dvc.yaml goes, so that
+            # `dvc repro` leaves it alone; its dvc.lock, outputs and report stay, so putting it back
+            # reruns nothing that did not change (DVC reads no lock without its dvc.yaml).
+            (root / path).unlink(missing_ok=True)
     return changed
 
 

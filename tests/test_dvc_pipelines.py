@@ -109,3 +109,22 @@ def test_per_dataset_overrides_merge_and_are_tracked_by_the_stages_that_read_the
 def test_bad_overrides_name_the_key(overrides, message):
     with pytest.raises(ConfigError, match=message):
         expected_files(_with_overrides(overrides))
+
+
+def test_leaving_a_dataset_out_keeps_its_lock_and_report(tmp_path):
+    """A run on a subset of datasets must not damage the others: only the left-out dataset's dvc.yaml goes."""
+    from genbench.dvc_pipelines import write_pipelines
+
+    params = _with_overrides({})
+    write_pipelines(params, tmp_path)
+    (tmp_path / "pipelines" / "digits" / "dvc.lock").write_text("schema: '2.0'\n")
+    (tmp_path / "reports" / "digits").mkdir(parents=True)
+    (tmp_path / "reports" / "digits" / "leaderboard.csv").write_text("model\n")
+    del params["datasets"]["digits"]
+    assert "pipelines/digits/dvc.yaml" in write_pipelines(params, tmp_path)
+    assert not (tmp_path / "pipelines" / "digits" / "dvc.yaml").exists()
+    assert (tmp_path / "pipelines" / "digits" / "dvc.lock").exists()
+    assert (tmp_path / "reports" / "digits" / "leaderboard.csv").exists()
+    assert stale_files(params, tmp_path) == []
+    params["datasets"]["digits"] = {}
+    assert write_pipelines(params, tmp_path) == ["dvc.yaml", "pipelines/digits/dvc.yaml"]
