@@ -276,7 +276,8 @@ def sample_quality(records: list[dict], evaluator: dict | None, ties: set = froz
             if reference.get("low") is not None and reference.get("high") is not None:
                 cell += f" [{fmt(reference['low'])}, {fmt(reference['high'])}]"
             row = {"model": "real data (reference)", "FID ↓": cell,
-                   "n generated (images)": reference.get("n_generated"), "n reference (images)": reference.get("n_reference")}
+                   "n generated (images)": reference.get("n_generated"), "n reference (images)": reference.get("n_reference"),
+                   "reference split": reference.get("reference_split", "")}
             table = pd.concat([pd.DataFrame([row]), table], ignore_index=True).fillna("")
             if reference.get("method"):
                 notes.append(f"Reference row interval: {reference['method']}.")
