@@ -180,3 +180,17 @@ def test_dcgan_same_seed_same_samples(small_digits):
     first = run(0)
     assert torch.equal(first, run(0))
     assert not torch.equal(first, run(1))
+
+
+def test_vae_with_one_hidden_layer_is_the_pytorch_examples_architecture():
+    """784-400-20 with hidden_layers=1: the same parameter count as pytorch/examples' vae/main.py
+    (fc1 784->400, fc21/fc22 400->20, fc3 20->400, fc4 400->784)."""
+    from genbench.data import Split
+    from genbench.models import create_model
+
+    train = Split(torch.rand(8, 1, 28, 28), torch.zeros(8, dtype=torch.long), 256, 10, "train")
+    model = create_model("vae", {"latent_dim": 20, "hidden_dim": 400, "hidden_layers": 1, "epochs": 1,
+                                 "batch_size": 8, "iwae_samples": 2}, device="cpu").fit(train, seed=0)
+    count = sum(p.numel() for net in (model.encoder_, model.decoder_) for p in net.parameters())
+    reference = (784 * 400 + 400) + 2 * (400 * 20 + 20) + (20 * 400 + 400) + (400 * 784 + 784)
+    assert count == reference

@@ -43,9 +43,9 @@ EVAL_ELEMENTS = 2**22  # importance samples x images x max(pixels, hidden units)
 class Encoder(nn.Module):
     """x (N, D) -> (mu, log sigma^2) of q(z|x), each (N, latent_dim) (Kingma & Welling, appendix C.2)."""
 
-    def __init__(self, dim: int, hidden_dim: int, latent_dim: int):
+    def __init__(self, dim: int, hidden_dim: int, latent_dim: int, hidden_layers: int = 2):
         super().__init__()
-        self.net = mlp([dim, hidden_dim, hidden_dim, 2 * latent_dim])
+        self.net = mlp([dim, *[hidden_dim] * hidden_layers, 2 * latent_dim])
 
     def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         mu, log_var = self.net(x).chunk(2, dim=-1)
@@ -58,10 +58,10 @@ class Decoder(nn.Module):
     bernoulli: logits (..., D). gaussian: means (..., D); the per-pixel log-variance is `log_var`.
     """
 
-    def __init__(self, dim: int, hidden_dim: int, latent_dim: int, kind: str):
+    def __init__(self, dim: int, hidden_dim: int, latent_dim: int, kind: str, hidden_layers: int = 2):
         super().__init__()
         self.kind = kind
-        self.net = mlp([latent_dim, hidden_dim, hidden_dim, dim])
+        self.net = mlp([latent_dim, *[hidden_dim] * hidden_layers, dim])
         self.log_var = nn.Parameter(torch.zeros(dim)) if kind == "gaussian" else None
 
     def forward(self, z: torch.Tensor) -> torch.Tensor:
@@ -90,7 +90,7 @@ def log_normal(z: torch.Tensor, mu: torch.Tensor, log_var: torch.Tensor) -> torc
 class VAE(Model):
     """Variational autoencoder with MLP encoder and decoder (Kingma & Welling 2014).
 
-    Hyperparameters: latent_dim, hidden_dim (width of both hidden layers of each MLP), decoder
+    Hyperparameters: latent_dim, hidden_dim (width of the hidden layers), hidden_layers (per MLP), decoder
     ("bernoulli" or "gaussian"), epochs, batch_size, lr (Adam), iwae_samples (k of the test
     log-likelihood). `device` is a runtime setting.
     """
@@ -99,6 +99,7 @@ class VAE(Model):
     constraints = {
         "latent_dim": {"low": 1},
         "hidden_dim": {"low": 1},
+        "hidden_layers": {"low": 1},
         "decoder": {"choices": ("bernoulli", "gaussian")},
         "epochs": {"low": 1},
         "batch_size": {"low": 1},
@@ -108,9 +109,10 @@ class VAE(Model):
 
     def __init__(self, latent_dim: int = 16, hidden_dim: int = 256, decoder: str = "bernoulli",
                  epochs: int = 50, batch_size: int = 64, lr: float = 1e-3, iwae_samples: int = 1000,
-                 device: str = "auto"):
+                 hidden_layers: int = 2, device: str = "auto"):
         self.latent_dim = latent_dim
         self.hidden_dim = hidden_dim
+        self.hidden_layers = hidden_layers  # per network; 1 is the pytorch/examples VAE (784-400-20)
         self.decoder = decoder
         self.epochs = epochs
         self.batch_size = batch_size
@@ -144,8 +146,8 @@ class VAE(Model):
         self.levels_ = train.levels
         dim = train.dim
         seed_everything(seed)  # the initial weights depend on the seed alone
-        self.encoder_ = Encoder(dim, self.hidden_dim, self.latent_dim).to(device)
-        self.decoder_ = Decoder(dim, self.hidden_dim, self.latent_dim, self.decoder).to(device)
+        self.encoder_ = Encoder(dim, self.hidden_dim, self.latent_dim, self.hidden_layers).to(device)
+        self.decoder_ = Decoder(dim, self.hidden_dim, self.latent_dim, self.decoder, self.hidden_layers).to(device)
         self._init_gaussian_variance(train, seed)
         params = list(self.encoder_.parameters()) + list(self.decoder_.parameters())
         optimiser = torch.optim.Adam(params, lr=self.lr)
