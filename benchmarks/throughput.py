@@ -43,10 +43,11 @@ def _sync(device: torch.device) -> None:
         torch.cuda.synchronize(device)
 
 
-def model_throughput(dataset: str, epochs: int, device: torch.device) -> pd.DataFrame:
-    params = dataset_params(load_params(ROOT / "params.yaml"), dataset)
+def model_throughput(dataset: str, epochs: int, device: torch.device, params_file: Path = ROOT / "params.yaml",
+                     root: Path = ROOT) -> pd.DataFrame:
+    params = dataset_params(load_params(params_file), dataset)
     params["device"] = str(device)
-    train = PreparedData(Paths(ROOT).data(dataset)).split("train")
+    train = PreparedData(Paths(root).data(dataset)).split("train")
     rows = []
     for name in params["models"]:
         if "epochs" not in get_model_class(name)().get_params():
@@ -142,6 +143,8 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--dataset", default="digits", help="a prepared dataset under data/ (default: digits)")
     parser.add_argument("--epochs", type=int, default=3)
+    parser.add_argument("--params", type=Path, default=ROOT / "params.yaml")
+    parser.add_argument("--root", type=Path, default=ROOT, help="where data/<dataset> lies (default: the checkout)")
     parser.add_argument("--device", default="auto")
     parser.add_argument("--vae-data", type=Path, help="directory of the Fashion-MNIST idx files, for the VAE ratio")
     parser.add_argument("--vae-epochs", type=int, default=2)
@@ -152,9 +155,10 @@ def main() -> None:
               f"torch {torch.__version__}, {torch.get_num_threads()} threads")
     parts = [f"# Training throughput\n\n{header}\n\nCommand: `uv run python benchmarks/throughput.py "
              f"--dataset {args.dataset} --epochs {args.epochs}"
+             + (f" --params {args.params} --root {args.root}" if args.root != ROOT else "")
              + (f" --vae-data {args.vae_data} --vae-epochs {args.vae_epochs}" if args.vae_data else "") + "`\n",
              f"## Torch models on {args.dataset} ({args.epochs} epochs, seed 0)\n",
-             model_throughput(args.dataset, args.epochs, device).to_markdown(index=False)]
+             model_throughput(args.dataset, args.epochs, device, args.params, args.root).to_markdown(index=False)]
     if args.vae_data:
         parts += [f"\n## VAE 784-400-20, batch 128, on Fashion-MNIST's 60,000 training images ({args.vae_epochs} epochs)\n",
                   vae_ratio(args.vae_data, args.vae_epochs, device).to_markdown(index=False)]
