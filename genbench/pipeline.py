@@ -110,13 +110,7 @@ def dataset_params(params: dict[str, Any], dataset: str) -> dict[str, Any]:
     overrides = overrides_of(params, dataset)
     if not overrides:
         return params
-    out = dict(params)
-    for key, value in overrides.items():
-        if key == "models":
-            out["models"] = {m: _merged(h, value.get(m) or {}) for m, h in (params.get("models") or {}).items()}
-        else:
-            out[key] = _merged(params.get(key), value)
-    return out
+    return {**params, **{key: _merged(params.get(key), value) for key, value in overrides.items()}}
 
 
 def data_seed_of(params: dict[str, Any]) -> int:
