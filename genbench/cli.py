@@ -11,6 +11,7 @@ from __future__ import annotations
 import argparse
 import importlib
 import sys
+from pathlib import Path
 
 from genbench.config import ConfigError, load_params
 
@@ -95,7 +96,9 @@ def _pipelines(params: dict, check: bool, root: str) -> int:
             print(f"{path} is not current: run `uv run genbench pipelines`")
         return 1 if stale else 0
     changed = write_pipelines(params, root)
-    print("\n".join(f"wrote {path}" for path in changed) or "the pipelines are current")
+    print("\n".join(f"wrote {path}" if (Path(root) / path).exists() else
+                    f"removed {path} (its dataset is not under datasets:; its dvc.lock and results stay)"
+                    for path in changed) or "the pipelines are current")
     return 0
 
 

@@ -48,7 +48,7 @@ def train_evaluator(train: Split, *, feature_dim: int, epochs: int, batch_size: 
         optimiser.zero_grad()
         loss.backward()
         optimiser.step()
-        return {"loss": loss.item()}
+        return {"loss": loss.detach()}
 
     net.train()
     history = train_loop("evaluator", step, (train.x, train.y), epochs=epochs, batch_size=batch_size,

@@ -120,6 +120,13 @@ def _worker_init() -> None:
             os._exit(1)
 
 
+def model_device(model: Any, configured: torch.device) -> torch.device:
+    """Where `model` computes: the configured device for a model with a `device` setting (the torch
+    models), else the CPU (scikit-learn and numpy models), whose seeds then run in parallel workers
+    even on a GPU machine, and whose cost records say cpu."""
+    return configured if "device" in model.get_params() else torch.device("cpu")
+
+
 def worker_count(device: torch.device, tasks: int) -> int:
     if device.type != "cpu":
         return 1
@@ -401,9 +408,9 @@ def run_model(params: dict[str, Any], dataset: str, model_name: str, root: str |
     stage_start = time.perf_counter()
     paths = Paths(root)
     seeds = seeds_of(params)
-    device = device_of(params)
     proto = protocol(params)
     probe = build_model(params, model_name)  # checks the hyperparameters before any work
+    device = model_device(probe, device_of(params))
     data = PreparedData(paths.data(dataset))
     evaluator = load_evaluator(paths.evaluator(dataset))
     caps = capabilities(probe)

@@ -1,9 +1,10 @@
 """The one shared training loop for every torch model.
 
-A model supplies `step(batch, state) -> {loss_name: float}` that does its own optimiser updates
-(GANs need two), and the loop does the rest: seeding, the device, shuffled batches drawn from
-in-memory tensors on that device (no per-sample Python transforms), a tqdm progress bar, NaN
-checks, per-epoch loss curves and checkpoints.
+A model supplies `step(batch, state) -> {loss_name: 0-d tensor}` that does its own optimiser
+updates (GANs need two), and the loop does the rest: seeding, the device, shuffled batches drawn
+from in-memory tensors on that device (no per-sample Python transforms), a tqdm progress bar, NaN
+checks, per-epoch loss curves and checkpoints. The losses stay on the device until the epoch ends:
+one host sync per epoch, not one per step, so a GPU never waits for the CPU to read a loss.
 """
 
 from __future__ import annotations
@@ -37,7 +38,7 @@ def seed_everything(seed: int) -> None:
 
 def train_loop(
     model_name: str,
-    step: Callable[[tuple[torch.Tensor, ...], StepState], dict[str, float]],
+    step: Callable[[tuple[torch.Tensor, ...], StepState], dict[str, torch.Tensor | float]],
     tensors: tuple[torch.Tensor, ...],
     *,
     epochs: int,
@@ -63,21 +64,26 @@ def train_loop(
                disable=os.environ.get("GENBENCH_PROGRESS", "1") == "0", mininterval=1.0)
     for epoch in range(1, epochs + 1):
         order = torch.randperm(n, generator=shuffle_gen).to(device)
-        sums: dict[str, float] = {}
+        per_step: dict[str, list] = {}
+        first_step = global_step
         for b in range(batches_per_epoch):
             index = order[b * batch_size:(b + 1) * batch_size]
             losses = step(tuple(t[index] for t in tensors), StepState(epoch, global_step, generator))
             for key, value in losses.items():
-                value = float(value)
+                per_step.setdefault(key, []).append(value.detach() if torch.is_tensor(value) else value)
+            global_step += 1
+            bar.update(1)
+        sums: dict[str, float] = {}
+        for key, values in per_step.items():
+            values = _host_floats(values)  # the epoch's one sync
+            for b, value in enumerate(values):
                 if not math.isfinite(value):
                     bar.close()
                     raise TrainingDiverged(
-                        f"{model_name}: loss '{key}' became {value} at epoch {epoch}, step {global_step} "
+                        f"{model_name}: loss '{key}' became {value} at epoch {epoch}, step {first_step + b} "
                         f"(batch {b + 1} of {batches_per_epoch}); lower the learning rate or check the data"
                     )
-                sums[key] = sums.get(key, 0.0) + value
-            global_step += 1
-            bar.update(1)
+            sums[key] = sum(values)  # in step order, in float64: the same curve as summing as it went
         record = {"epoch": epoch, **{k: v / batches_per_epoch for k, v in sums.items()}}
         history.append(record)
         bar.set_postfix({k: f"{v:.4g}" for k, v in record.items() if k != "epoch"})
@@ -85,6 +91,14 @@ def train_loop(
             save_checkpoint(checkpoint_path, modules, epoch, history)
     bar.close()
     return history
+
+
+def _host_floats(values: list) -> list[float]:
+    """Per-step losses (0-d tensors on one device, or numbers) as Python floats, copied in one transfer."""
+    tensors = [v for v in values if torch.is_tensor(v)]
+    if len(tensors) < len(values):
+        return [float(v) for v in values]
+    return torch.stack([v.reshape(()).double() for v in tensors]).cpu().tolist()
 
 
 def save_checkpoint(path: str | Path, modules: dict[str, torch.nn.Module], epoch: int, history: list) -> None:

@@ -88,7 +88,12 @@ def test_contract(name, tiny_digits, tmp_path):
 
     # save/load round trip gives equal outputs
     model.save(tmp_path / name)
-    loaded = type(model).load(tmp_path / name)
+    loaded = type(model).load(tmp_path / name, device="cpu")
+    # every network comes back on the requested device (a GPU in a real run; "meta" here, where none is)
+    elsewhere = type(model).load(tmp_path / name, device="meta")
+    for where, tensor in _every_tensor(elsewhere):
+        if isinstance(tensor, torch.nn.Parameter) or where.endswith("(buffer)"):
+            assert tensor.device.type == "meta", f"{name}: {where} stayed on {tensor.device} after load(device=...)"
     again = _outputs(loaded, caps, x, train.levels)
     for key, value in outputs.items():
         torch.testing.assert_close(again[key], value, msg=f"{name}.{key} differs after save/load")
@@ -133,3 +138,25 @@ def test_unknown_model_lists_registered_names():
     with pytest.raises(ConfigError) as error:
         create_model("transformer_xl", {})
     assert "gmm" in str(error.value) and "vae" in str(error.value)
+
+
+def _every_tensor(obj, where="model", seen=None):
+    """(path, tensor) for every parameter and buffer of every network an object holds, however nested."""
+    seen = set() if seen is None else seen
+    if id(obj) in seen:
+        return
+    seen.add(id(obj))
+    if isinstance(obj, torch.nn.Module):
+        for key, p in obj.named_parameters():
+            yield f"{where}.{key}", p
+        for key, b in obj.named_buffers():
+            yield f"{where}.{key} (buffer)", b
+    elif isinstance(obj, dict):
+        for key, value in obj.items():
+            yield from _every_tensor(value, f"{where}[{key!r}]", seen)
+    elif isinstance(obj, (list, tuple)):
+        for i, value in enumerate(obj):
+            yield from _every_tensor(value, f"{where}[{i}]", seen)
+    elif hasattr(obj, "__dict__") and not isinstance(obj, type) and type(obj).__module__.startswith("genbench"):
+        for key, value in vars(obj).items():
+            yield from _every_tensor(value, f"{where}.{key}", seen)

@@ -143,3 +143,25 @@ def test_preparing_twice_writes_identical_bytes(tmp_path, monkeypatch):
     for name in names:
         assert (first / "data" / "digits" / name).read_bytes() == (second / "data" / "digits" / name).read_bytes(), name
     assert not [p for p in (first / "data").iterdir() if p.name.startswith(".")], "temporary files left behind"
+
+
+def test_losses_left_on_the_device_give_the_curve_that_floats_give():
+    """The loop reads the losses once per epoch; the history is identical to reading them every step."""
+    def step_tensor(batch, state):
+        (x,) = batch
+        return {"loss": (x.float() * 1.1 + state.step).mean(), "other": x.float().std()}
+
+    def step_float(batch, state):
+        return {k: float(v) for k, v in step_tensor(batch, state).items()}
+
+    data = (torch.arange(48.0).reshape(48, 1) / 7,)
+    run = dict(epochs=3, batch_size=5, seed=1, device=torch.device("cpu"), drop_last=False)
+    assert train_loop("toy", step_tensor, data, **run) == train_loop("toy", step_float, data, **run)
+
+
+def test_a_nan_tensor_loss_names_its_step():
+    def step(batch, state):
+        return {"loss": torch.tensor(float("inf") if state.step == 7 else 0.5)}
+
+    with pytest.raises(TrainingDiverged, match=r"toy: loss 'loss' became inf at epoch 3, step 7 \(batch 2 of 3\)"):
+        train_loop("toy", step, (torch.zeros(12, 1),), epochs=4, batch_size=4, seed=0, device=torch.device("cpu"))

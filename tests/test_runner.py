@@ -6,6 +6,7 @@ import shutil
 from pathlib import Path
 
 import pytest
+import torch
 import yaml
 
 from genbench.config import ConfigError
@@ -149,3 +150,15 @@ def test_real_data_floor_is_at_the_models_sample_count_with_an_interval(prepared
     low, high = scipy.stats.t.interval(0.95, 1, loc=np.mean(values), scale=scipy.stats.sem(values))
     assert (floor["low"], floor["value"], floor["high"]) == pytest.approx((low, np.mean(values), high))
     assert "2 random training subsets" in floor["method"]
+
+
+def test_cpu_models_compute_on_the_cpu_and_torch_models_on_the_configured_device():
+    """On a GPU machine the scikit-learn models still run (in parallel workers) on the CPU, and say so."""
+    from genbench.models import create_model
+    from genbench.runner import model_device, worker_count
+
+    gpu = torch.device("cuda")  # a device object needs no GPU
+    assert model_device(create_model("svm", {}), gpu) == torch.device("cpu")
+    assert model_device(create_model("gmm", {}), gpu) == torch.device("cpu")
+    assert model_device(create_model("vae", {}, device="cpu"), gpu) == gpu
+    assert worker_count(gpu, 6) == 1  # torch models: one process owns the GPU

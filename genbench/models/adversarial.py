@@ -97,7 +97,7 @@ class AdversarialModel(Model, ABC):
         self.generator_.train()
         self.discriminator_.train()
 
-        def step(batch: tuple[torch.Tensor, ...], state) -> dict[str, float]:
+        def step(batch: tuple[torch.Tensor, ...], state) -> dict[str, torch.Tensor]:
             real, *labels = batch  # labels: [y] for conditional models, [] otherwise
             z = torch.randn((len(real), self.latent_dim), generator=state.generator, device=real.device)
             fake = self.generator_(z, *labels)
@@ -117,9 +117,9 @@ class AdversarialModel(Model, ABC):
                 opt_g.zero_grad(set_to_none=True)
                 g_loss.backward()
                 opt_g.step()
-            return {"d_loss": d_loss.item(), "g_loss": g_loss.item(),
-                    "d_real": torch.sigmoid(logit_real).mean().item(),  # mean D(x)
-                    "d_fake": torch.sigmoid(logit_fake).mean().item()}  # mean D(G(z)) before the D step
+            return {"d_loss": d_loss.detach(), "g_loss": g_loss.detach(),
+                    "d_real": torch.sigmoid(logit_real).mean().detach(),  # mean D(x)
+                    "d_fake": torch.sigmoid(logit_fake).mean().detach()}  # mean D(G(z)) before the D step
 
         self.history_ = train_loop(self.name, step, (x, y) if self.conditional else (x,), epochs=self.epochs,
                                    batch_size=self.batch_size, seed=seed, device=device,

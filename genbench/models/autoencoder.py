@@ -97,13 +97,13 @@ class Autoencoder(Model):
         self.encoder_.train()
         self.decoder_.train()
 
-        def step(batch: tuple[torch.Tensor, ...], state) -> dict[str, float]:
+        def step(batch: tuple[torch.Tensor, ...], state) -> dict[str, torch.Tensor]:
             (x,) = batch
             loss = reconstruction_error(x, self.decoder_(self.encoder_(x)), self.loss).mean()
             optimiser.zero_grad(set_to_none=True)
             loss.backward()
             optimiser.step()
-            return {"loss": loss.item()}
+            return {"loss": loss.detach()}
 
         self.history_ = train_loop("autoencoder", step, (train.x.float(),), epochs=self.epochs,
                                    batch_size=self.batch_size, seed=seed, device=device,

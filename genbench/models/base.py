@@ -80,10 +80,17 @@ class Model:
         torch.save(self, directory / "model.pt")
 
     @classmethod
-    def load(cls, directory: str | Path) -> "Model":
+    def load(cls, directory: str | Path, *, device: str | None = None) -> "Model":
+        """The saved model, its networks on `device` (default: its own `device` setting, so "auto" is the
+        GPU when this machine has one): a model trained on a GPU samples and is evaluated there too."""
         model = torch.load(Path(directory) / "model.pt", weights_only=False, map_location="cpu")
         if not isinstance(model, cls):
             raise TypeError(f"{directory}/model.pt holds a {type(model).__name__}, not a {cls.__name__}")
+        target = device or getattr(model, "device", None)
+        if target is not None:
+            target = resolve_device(str(target))
+            for module in _modules(model):
+                module.to(target)
         return model
 
     @property
@@ -93,7 +100,12 @@ class Model:
 
 
 def _modules(obj: Any) -> list[torch.nn.Module]:
-    return [v for v in vars(obj).values() if isinstance(v, torch.nn.Module)]
+    """The model's networks: attributes that are modules, or lists/tuples of modules."""
+    found = []
+    for value in vars(obj).values():
+        items = value if isinstance(value, (list, tuple)) else [value]
+        found += [v for v in items if isinstance(v, torch.nn.Module)]
+    return found
 
 
 def check_fitted(model: Any, attribute: str) -> None:

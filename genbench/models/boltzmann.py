@@ -186,7 +186,7 @@ class BoltzmannMachine(Model):
         chains: dict[str, torch.Tensor] = {}
 
         @torch.no_grad()
-        def step(batch: tuple[torch.Tensor, ...], state) -> dict[str, float]:
+        def step(batch: tuple[torch.Tensor, ...], state) -> dict[str, torch.Tensor]:
             (xb,) = batch
             v0 = binarize(xb, generator=state.generator)
             if "v" not in chains:  # persistent chains from uniformly random states
@@ -203,8 +203,8 @@ class BoltzmannMachine(Model):
             net.W.add_(vel_w)
             net.b.add_(vel_b)
             pseudo = F.binary_cross_entropy(net.conditionals(v0), v0, reduction="none").sum(-1).mean()
-            return {"energy_gap": float(net.log_unnorm(v).mean() - net.log_unnorm(v0).mean()),
-                    "neg_pseudo_log_likelihood": pseudo.item()}
+            return {"energy_gap": net.log_unnorm(v).mean() - net.log_unnorm(v0).mean(),
+                    "neg_pseudo_log_likelihood": pseudo}
 
         self.history_ = train_loop("boltzmann", step, (x,), epochs=self.epochs, batch_size=self.batch_size,
                                    seed=seed, device=device, modules={"fvbm": net})

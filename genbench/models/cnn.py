@@ -108,14 +108,14 @@ class CNN(Model):
         optimiser = torch.optim.Adam(self.net_.parameters(), lr=self.lr, weight_decay=self.weight_decay)
         self.net_.train()
 
-        def step(batch: tuple[torch.Tensor, ...], state) -> dict[str, float]:
+        def step(batch: tuple[torch.Tensor, ...], state) -> dict[str, torch.Tensor]:
             x, y = batch
             logits = self.net_(x, generator=state.generator)
             loss = F.cross_entropy(logits, y)
             optimiser.zero_grad(set_to_none=True)
             loss.backward()
             optimiser.step()
-            return {"loss": loss.item(), "accuracy": (logits.argmax(1) == y).float().mean().item()}
+            return {"loss": loss.detach(), "accuracy": (logits.argmax(1) == y).float().mean().detach()}
 
         self.history_ = train_loop("cnn", step, (train.x.float(), train.y.long()), epochs=self.epochs,
                                    batch_size=self.batch_size, seed=seed, device=device,

@@ -115,7 +115,7 @@ class CRF(Model):
         optimiser = torch.optim.Adam(self.hcrf_.parameters(), lr=self.lr)
         self.hcrf_.train()
 
-        def step(batch: tuple[torch.Tensor, ...], state) -> dict[str, float]:
+        def step(batch: tuple[torch.Tensor, ...], state) -> dict[str, torch.Tensor]:
             o, y = batch
             log_p = self.hcrf_(o)
             nll = F.nll_loss(log_p, y)  # minus the mean conditional log-likelihood
@@ -123,7 +123,7 @@ class CRF(Model):
             optimiser.zero_grad(set_to_none=True)
             loss.backward()
             optimiser.step()
-            return {"loss": loss.item(), "nll": nll.item(), "accuracy": (log_p.argmax(1) == y).float().mean().item()}
+            return {"loss": loss.detach(), "nll": nll.detach(), "accuracy": (log_p.argmax(1) == y).float().mean().detach()}
 
         self.history_ = train_loop("crf", step, (obs, train.y.long()), epochs=self.epochs,
                                    batch_size=self.batch_size, seed=seed, device=device,

@@ -275,7 +275,7 @@ class CycleGAN(Model):
         opt_d = torch.optim.Adam(list(self.d_a_.parameters()) + list(self.d_b_.parameters()), lr=self.lr, betas=betas)
         lam, lam_id = self.lambda_cycle, self.lambda_identity * self.lambda_cycle
 
-        def step(batch: tuple[torch.Tensor, ...], state) -> dict[str, float]:
+        def step(batch: tuple[torch.Tensor, ...], state) -> dict[str, torch.Tensor]:
             real_a, real_b = batch
             # G: LSGAN generator losses + cycle consistency (+ identity)  (Zhu et al., eqs. 1-3)
             fake_b = self.g_ab_(real_a)
@@ -297,8 +297,8 @@ class CycleGAN(Model):
             opt_d.zero_grad(set_to_none=True)
             d_loss.backward()
             opt_d.step()
-            return {"g_loss": g_loss.item(), "d_loss": d_loss.item(), "g_adversarial": adv.item(),
-                    "cycle": cycle.item(), "identity": identity.item()}
+            return {"g_loss": g_loss.detach(), "d_loss": d_loss.detach(), "g_adversarial": adv.detach(),
+                    "cycle": cycle.detach(), "identity": identity.detach()}
 
         self.history_ = train_loop("cyclegan", step, (domain_a, domain_b), epochs=self.epochs,
                                    batch_size=self.batch_size, seed=seed, device=device,

@@ -365,7 +365,7 @@ class DDPM(Model):
         sqrt_abar = schedule.alphas_cumprod.sqrt().float().to(device)
         sqrt_1m_abar = (1 - schedule.alphas_cumprod).sqrt().float().to(device)
 
-        def step(batch: tuple[torch.Tensor, ...], state) -> dict[str, float]:
+        def step(batch: tuple[torch.Tensor, ...], state) -> dict[str, torch.Tensor]:
             (x,) = batch
             x0 = 2.0 * x - 1.0  # data in [-1, 1] (Ho et al., section 3.3)
             i = torch.randint(0, self.timesteps, (len(x0),), generator=state.generator, device=x0.device)
@@ -379,7 +379,7 @@ class DDPM(Model):
             with torch.no_grad():
                 for p_avg, p in zip(self.net_.parameters(), net.parameters()):
                     p_avg.lerp_(p, 1.0 - decay)
-            return {"loss": loss.item()}
+            return {"loss": loss.detach()}
 
         self.history_ = train_loop("ddpm", step, (train.x.float(),), epochs=self.epochs,
                                    batch_size=self.batch_size, seed=seed, device=device,

@@ -213,7 +213,7 @@ class GaussianBernoulliRBM(Model):
         shift, scale = self.shift_.to(device), self.scale_.to(device)
         levels = train.levels
 
-        def step(batch: tuple[torch.Tensor, ...], state) -> dict[str, float]:
+        def step(batch: tuple[torch.Tensor, ...], state) -> dict[str, torch.Tensor]:
             (xb,) = batch
             v0 = (dequantize(xb, levels, generator=state.generator) - shift) / scale
             with torch.no_grad():
@@ -232,7 +232,7 @@ class GaussianBernoulliRBM(Model):
                 torch.maximum(net.log_var, min_log_var, out=net.log_var)
                 h0 = torch.sigmoid(net.hidden_logits(v0))
                 recon = ((net.visible_mean(h0) - v0) ** 2).sum(-1).mean()
-            return {"free_energy_gap": gap.item(), "reconstruction_sq_error": recon.item()}
+            return {"free_energy_gap": gap.detach(), "reconstruction_sq_error": recon.detach()}
 
         self.history_ = train_loop("gb_rbm", step, (x,), epochs=self.epochs, batch_size=self.batch_size,
                                    seed=seed, device=device, modules={"gb_rbm": net})

@@ -144,7 +144,7 @@ def train_rbm(name: str, net: RBMNet, x: torch.Tensor, *, training: str, cd_k: i
     chains: dict[str, torch.Tensor] = {}
 
     @torch.no_grad()
-    def step(batch: tuple[torch.Tensor, ...], state) -> dict[str, float]:
+    def step(batch: tuple[torch.Tensor, ...], state) -> dict[str, torch.Tensor]:
         (xb,) = batch
         v0 = make_input(xb, state.generator) if make_input else binarize(xb, generator=state.generator)
         if training == "pcd":
@@ -169,7 +169,7 @@ def train_rbm(name: str, net: RBMNet, x: torch.Tensor, *, training: str, cd_k: i
         gap = net.free_energy(v0).mean() - net.free_energy(v).mean()
         reconstruction = torch.sigmoid(net.visible_logits(h0))
         recon_error = F.binary_cross_entropy(reconstruction, v0, reduction="none").sum(-1).mean()
-        return {"free_energy_gap": gap.item(), "reconstruction_bce": recon_error.item()}
+        return {"free_energy_gap": gap.detach(), "reconstruction_bce": recon_error.detach()}
 
     net.train()
     history = train_loop(name, step, (x.float(),), epochs=epochs, batch_size=batch_size, seed=seed,

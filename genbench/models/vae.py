@@ -154,7 +154,7 @@ class VAE(Model):
         self.encoder_.train()
         self.decoder_.train()
 
-        def step(batch: tuple[torch.Tensor, ...], state) -> dict[str, float]:
+        def step(batch: tuple[torch.Tensor, ...], state) -> dict[str, torch.Tensor]:
             (x,) = batch
             if self.decoder == "bernoulli":  # dynamic binarisation (Salakhutdinov & Murray 2008)
                 x = binarize(x, generator=state.generator)
@@ -170,8 +170,8 @@ class VAE(Model):
             optimiser.zero_grad(set_to_none=True)
             loss.backward()
             optimiser.step()
-            return {"loss": loss.item(), "reconstruction": -reconstruction.mean().item(),
-                    "kl": kl.mean().item()}
+            return {"loss": loss.detach(), "reconstruction": -reconstruction.mean().detach(),
+                    "kl": kl.mean().detach()}
 
         self.history_ = train_loop("vae", step, (train.x.float(),), epochs=self.epochs,
                                    batch_size=self.batch_size, seed=seed, device=device,
