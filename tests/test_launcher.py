@@ -71,7 +71,8 @@ def test_working_directory_is_the_clients(server, tmp_path, monkeypatch, capfd):
 
 def test_same_numbers_as_in_process(server, tmp_path, monkeypatch):
     params = yaml.safe_load((ROOT / "params.yaml").read_text())
-    params.update(models={"gmm": {"n_components": 1}}, seeds=[0])
+    params.update(models={"gmm": {"n_components": 1}}, seeds=[0], overrides={},
+                  datasets={"digits": params["datasets"]["digits"]})
     params["evaluator"]["epochs"] = 1
     params["protocol"].update(fid_samples=100, anomaly={"normal_classes": [0]})
     (tmp_path / "params.yaml").write_text(yaml.safe_dump(params))

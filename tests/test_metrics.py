@@ -27,6 +27,10 @@ def test_auroc_matches_sklearn():
     assert auroc(torch.tensor(scores), torch.tensor(labels)) == pytest.approx(roc_auc_score(labels, scores), abs=1e-6)
     tied = np.round(scores)  # ties must be handled as sklearn does (average ranks)
     assert auroc(torch.tensor(tied), torch.tensor(labels)) == pytest.approx(roc_auc_score(labels, tied), abs=1e-6)
+    # scores as large as a Fashion-MNIST NLL in nats: torchmetrics alone would squash them to 1.0 and return 0.5
+    nll = 400.0 + 50.0 * scores
+    assert auroc(torch.tensor(nll), torch.tensor(labels)) == pytest.approx(roc_auc_score(labels, nll), abs=1e-6)
+    assert auroc(torch.tensor(-nll), torch.tensor(labels)) == pytest.approx(roc_auc_score(labels, -nll), abs=1e-6)
 
 
 def test_classification_matches_sklearn_and_hand_ece():
