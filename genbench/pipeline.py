@@ -146,6 +146,11 @@ def protocol(params: dict[str, Any]) -> dict[str, Any]:
     check_type("protocol.prdc_k", p.setdefault("prdc_k", 5), int, low=1)
     anomaly = dict(p.get("anomaly") or {})
     anomaly.setdefault("normal_classes", "all")
+    skip = anomaly.setdefault("skip_models", [])
+    unknown = set(skip) - set(params.get("models") or {}) if isinstance(skip, list) else None
+    if unknown is None or unknown:
+        raise ConfigError(f"params.yaml: 'protocol.anomaly.skip_models' must list model names under 'models:'; "
+                          f"got {skip!r}")
     p["anomaly"] = anomaly
     return p
 

@@ -431,6 +431,8 @@ def run_model(params: dict[str, Any], dataset: str, model_name: str, root: str |
         not_applicable["anomaly"] = "a classifier needs two or more classes to train; the one-class protocol gives it one"
     elif "detect" not in caps and "density" not in caps:
         not_applicable["anomaly"] = f"{model_name} has neither anomaly_score() nor log_prob()"
+    elif model_name in proto["anomaly"]["skip_models"]:
+        not_applicable["anomaly"] = f"not run on {dataset}: listed in protocol.anomaly.skip_models (params.yaml says why)"
     one_class = "anomaly" not in not_applicable
 
     # longest first: the seeds' full fits, then the one-class fits

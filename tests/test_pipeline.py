@@ -47,6 +47,7 @@ def test_failed_stage_leaves_no_output(tmp_path):
 def _params(tmp_path: Path, **override) -> Path:
     params = yaml.safe_load((ROOT / "params.yaml").read_text())
     params["models"] = {"gmm": {"n_components": 1}, "vae": {"epochs": 300, "hidden_dim": 512}}
+    params["datasets"], params["overrides"] = {"digits": params["datasets"]["digits"]}, {}
     params["evaluator"]["epochs"] = 1
     params.update(override)
     path = tmp_path / "params.yaml"

@@ -21,6 +21,7 @@ ROOT = Path(__file__).resolve().parents[1]
 def _params(**override) -> dict:
     params = yaml.safe_load((ROOT / "params.yaml").read_text())
     params["models"] = {"gmm": {"n_components": 1}, "gaussian_nb": {}}
+    params["datasets"], params["overrides"] = {"digits": params["datasets"]["digits"]}, {}
     params["evaluator"]["epochs"] = 1
     params["seeds"] = [0, 1]
     params["protocol"] |= {"fid_samples": 200, "anomaly": {"normal_classes": [0, 1]}}
@@ -127,6 +128,20 @@ def test_the_model_stage_trains_with_its_datasets_overrides(prepared, tmp_path):
     record = run_model(params, "digits", "gmm", root=root)
     assert record["hyperparameters"]["n_components"] == 2
     assert params["models"]["gmm"]["n_components"] == 1  # params.yaml's own section is left as it was
+    assert "anomaly" in record["summary"]
+
+
+def test_a_model_listed_in_skip_models_has_no_one_class_fits_and_says_why(prepared, tmp_path):
+    root = tmp_path / "copy"
+    shutil.copytree(prepared, root)
+    params = _params(seeds=[0], overrides={"digits": {"protocol": {"anomaly": {"skip_models": ["gmm"]}}}})
+    params["protocol"]["anomaly"] = {"normal_classes": [0]}
+    record = run_model(params, "digits", "gmm", root=root)
+    assert "anomaly" not in record["summary"] and "anomaly_seconds" not in record["per_seed"][0]["cost"]
+    assert "skip_models" in record["not_applicable"]["anomaly"]
+    params["overrides"]["digits"]["protocol"]["anomaly"]["skip_models"] = ["gmn"]
+    with pytest.raises(ConfigError, match="skip_models"):
+        run_model(params, "digits", "gmm", root=root)
 
 
 def test_real_data_floor_is_at_the_models_sample_count_with_an_interval(prepared):
