@@ -48,7 +48,7 @@ def main() -> None:
         sys.exit("no model and metric in common")
     by_metric = table.groupby("metric")["inside"].agg(["sum", "count"])
     print(f"rerun means inside the committed 95% intervals: {int(table['inside'].sum())} of {len(table)} "
-          f"({table['inside'].mean():.0%})\n")
+          f"({table['inside'].mean():.1%})\n")
     print(by_metric.rename(columns={"sum": "inside", "count": "of"}).to_markdown())
     misses = table[~table["inside"]]
     if len(misses):
