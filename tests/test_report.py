@@ -398,10 +398,17 @@ def test_published_numbers_sit_beside_genbenchs_with_the_protocol_difference():
     assert table.loc["SVC, RBF kernel, C=10", "published"] == "0.897"
     assert table.loc["SVC, RBF kernel, C=10", "genbench (mean [95% interval])"] == "svm: 0.9 [0.89, 0.91]"
     assert table.loc["GaussianNB", "genbench (mean [95% interval])"] == "gaussian_nb: not run"
-    assert "p: 1" in table.loc["KNeighborsClassifier, k=5, p=1", "protocol difference"]
+    assert "p: 1" not in table.loc["KNeighborsClassifier, k=5, p=1", "protocol difference"]  # no record: no hint
     assert all(row["protocol difference"] for row in table.reset_index().to_dict("records"))
     assert published_section("digits", board) is None
     assert {e.model for e in PUBLISHED["fashion_mnist"]} == {"logistic_regression", "svm", "random_forest", "knn",
                                                             "gaussian_nb", "mlp"}
+    as_run = published_section("fashion_mnist", board, sizes={"train": 5000, "val": 6000, "test": 1000},
+                               hyperparameters={"knn": {"n_neighbors": 5, "p": 2}, "svm": {"C": 10.0}}).table
+    as_run = as_run.set_index("method")["protocol difference"]
+    assert "trained on 5000 images" in as_run["GaussianNB"] and "tested on 1000" in as_run["GaussianNB"]
+    assert "same n_neighbors=5" in as_run["KNeighborsClassifier, k=5, p=1"]
+    assert "genbench's p=2, published 1: set models.knn.p: 1" in as_run["KNeighborsClassifier, k=5, p=1"]
+    assert "same C=10.0" in as_run["SVC, RBF kernel, C=10"]
     mnist = published_section("mnist", pd.DataFrame([{"model": "rbm", "nll_nats": 90.0, "nll_space": "binary"}])).table
     assert "rbm: 90" in mnist.set_index("published").loc["86.34", "genbench (mean [95% interval])"]

@@ -147,7 +147,9 @@ def build_dataset_report(root: str | Path, out_dir: str | Path, dataset: str, mo
         write_text(out / "leaderboard.csv", board.to_csv(index=False))
         write_text(out / "per_seed.csv", per_seed_table(records, sha).to_csv(index=False))
         sections = metric_sections(records, evaluator, tie_marks(board), sha, fid_warnings)
-        sections += [s for s in (published_section(dataset, board),) if s]
+        published = published_section(dataset, board, sizes=(meta or {}).get("sizes"),
+                                      hyperparameters={r["model"]: r.get("hyperparameters") or {} for r in records})
+        sections += [published] if published else []
         sections += [s for s in (_sample_grids(root, out, dataset, records), _figures(root, out, dataset, records),
                                  _training_curves(root, out, dataset, records)) if s]
         _write_pages(out, dataset, meta, summary, sections)
