@@ -103,11 +103,24 @@ def script_files(script: str) -> list[str]:
     return [script, *module_files(sorted(found) + ["genbench.cli"])]
 
 
+# Files a stage reads that no import names: the report's HTML templates.
+STAGE_DATA = {"report": ["genbench/report/templates"], "index": ["genbench/report/templates"]}
+
+# The comparison plots each report writes as reports/<dataset>/plots/<name>.csv (model, mean, low,
+# high, ...) for `dvc plots show`: name -> (axis title, better direction).
+COMPARISON_PLOTS = {
+    "accuracy": ("test accuracy (mean over seeds)", "higher"),
+    "nll_binary": ("binary-space NLL, nats/image (mean over seeds)", "lower"),
+    "fid": ("FID, evaluator features (mean over seeds)", "lower"),
+    "anomaly_auroc": ("one-class AUROC, mean over normal classes (mean over seeds)", "higher"),
+}
+
+
 def stage_code(kind: str, model: str | None = None) -> list[str]:
     script, modules = ENTRY_MODULES[kind]
     if model is not None:
         modules = [*modules, f"genbench.models.{model}"]
-    return sorted(set(script_files(script)) | set(module_files(modules)))
+    return sorted(set(script_files(script)) | set(module_files(modules)) | set(STAGE_DATA.get(kind, [])))
 
 
 # --- the files ------------------------------------------------------------------------------------
@@ -158,7 +171,13 @@ def dataset_pipeline(dataset: str, models: list[str], overrides: dict | None = N
         ["models"],
         [{f"reports/{dataset}": {"cache": False}}],
     )
-    return {"stages": stages}
+    # paths relative to this dvc.yaml (pipelines/<dataset>/); the report stage writes the files
+    plots = [{f"{dataset}_{name}": {"template": "bar_horizontal", "x": "mean",
+                                    "y": {f"../../reports/{dataset}/plots/{name}.csv": "model"},
+                                    "title": f"{dataset}: {title} ({better} is better)", "x_label": title,
+                                    "y_label": "model"}}
+             for name, (title, better) in COMPARISON_PLOTS.items()]
+    return {"stages": stages, "plots": plots}
 
 
 def root_pipeline(datasets: list[str]) -> dict:

@@ -14,8 +14,11 @@ nothing ever forks a process that may have initialised CUDA. GENBENCH_WORKERS ov
 from __future__ import annotations
 
 import csv
+import inspect
 import io
 import math
+import platform
+import subprocess
 import os
 import signal
 import sys
@@ -36,7 +39,7 @@ from genbench.pipeline import Paths, build_model, check_selection, dataset_param
 # Leaves of a record that count things or set the protocol: no interval, no average.
 COUNT_KEYS = {"n", "ece_bins", "levels", "dim", "samples", "n_generated", "n_reference", "feature_dim", "seed",
               "k", "n_real", "n_fake", "n_train", "n_test", "n_samples", "n_train_generated", "epochs", "quantile",
-              "reference_share", "nll_stderr_nats", "threshold", "real_data_accuracy"}
+              "reference_share", "nll_stderr_nats", "threshold", "real_data_accuracy", "parameters", "cores"}
 
 
 @dataclass
@@ -65,10 +68,13 @@ def _seed_task(seed: int) -> dict:
     job = _JOB
     model = build_model(job.params, job.model_name)
     train = job.data.split("train")
+    # A fit that takes `val` logs held-out losses per epoch (the validation curve); it never learns from them.
+    held_out = {"val": job.data.split("val")} if "val" in inspect.signature(model.fit).parameters else {}
     start = time.perf_counter()
-    model.fit(train, seed=seed)
+    model.fit(train, seed=seed, **held_out)
     fit_seconds = time.perf_counter() - start
     history = model.history
+    size = model_size(model)
     directory = job.model_dir / f"seed-{seed}"
     model.save(directory)
     model = Model.load(directory)
@@ -76,6 +82,7 @@ def _seed_task(seed: int) -> dict:
     record, per_image, sample_info = evaluate_seed(job, model, seed)
     record["cost"] = {"fit_seconds": fit_seconds, "evaluate_seconds": time.perf_counter() - start,
                       "device": str(job.device)}
+    record["size"] = size
     return {"task": "seed", "seed": seed, "record": record, "per_image": per_image, "history": history,
             "sample_info": sample_info}
 
@@ -99,6 +106,74 @@ def _one_class_task(seed: int, normal: int) -> dict:
         raise ValueError(f"{job.model_name}: anomaly scores for normal class {normal}, seed {seed} contain NaN or inf")
     return {"task": "one_class", "seed": seed, "class": normal, "scores": scores, "score": name,
             "seconds": time.perf_counter() - start}
+
+
+def model_size(model: Any) -> dict:
+    """How many numbers a fitted model holds: the elements of its torch modules' parameters, else (numpy
+    and scikit-learn models) of the arrays among its fitted attributes (names ending in '_'), so kNN counts
+    its stored training images and a random forest its tree arrays."""
+    modules = [v for k, v in vars(model).items() if k.endswith("_") and isinstance(v, torch.nn.Module)]
+    if modules:
+        unique = {id(p): p for m in modules for p in m.parameters()}
+        return {"parameters": int(sum(p.numel() for p in unique.values())), "counted": "torch parameters"}
+    seen: set[int] = set()
+
+    def count(value: Any, depth: int = 0) -> int:
+        if id(value) in seen or depth > 8:
+            return 0
+        seen.add(id(value))
+        if isinstance(value, (np.ndarray, torch.Tensor)) and value.dtype != object:
+            return int(value.size if isinstance(value, np.ndarray) else value.numel())
+        if isinstance(value, np.ndarray):
+            return sum(count(v, depth + 1) for v in value.ravel())
+        if isinstance(value, (list, tuple)):
+            return sum(count(v, depth + 1) for v in value)
+        if isinstance(value, dict):
+            return sum(count(v, depth + 1) for v in value.values())
+        if type(value).__name__ == "Tree" and hasattr(value, "node_count"):  # sklearn's compiled tree:
+            return int(value.value.size) + 4 * int(value.node_count)  # leaf values; feature, threshold, children
+        if hasattr(value, "__dict__") and type(value).__module__.split(".")[0] in ("sklearn", "hmmlearn"):
+            return sum(count(v, depth + 1) for v in vars(value).values())
+        return 0
+
+    total = sum(count(v) for k, v in vars(model).items() if k.endswith("_"))
+    return {"parameters": total, "counted": "elements of fitted arrays"}
+
+
+def provenance(root: str | Path = ".") -> dict:
+    """What produced a record: the code's commit (and whether genbench/, stages/ or params.yaml differed
+    from it), the time, the machine and the versions of the packages that compute the numbers."""
+    from importlib.metadata import PackageNotFoundError, version
+
+    def git(*args: str) -> str | None:
+        try:
+            done = subprocess.run(["git", *args], cwd=root, capture_output=True, text=True, timeout=20)
+        except (OSError, subprocess.SubprocessError):
+            return None
+        return done.stdout.strip() if done.returncode == 0 else None
+
+    commit = git("rev-parse", "HEAD")
+    changed = git("status", "--porcelain", "--untracked-files=no", "--", "genbench", "stages", "params.yaml")
+    packages = {}
+    for name in ("torch", "torchvision", "torchmetrics", "scikit-learn", "numpy", "scipy", "hmmlearn", "dvc"):
+        try:
+            packages[name] = version(name)
+        except PackageNotFoundError:
+            packages[name] = None
+    return {"commit": commit, "code_modified": bool(changed) if changed is not None else None,
+            "date_utc": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), "python": platform.python_version(),
+            "packages": packages, "machine": _cpu_name(), "cores": len(os.sched_getaffinity(0)),
+            "gpu": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None}
+
+
+def _cpu_name() -> str:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
 
 
 def _run(task: tuple) -> dict:
@@ -176,6 +251,8 @@ def run_tasks(tasks: list[tuple], workers: int, label: str) -> list[dict]:
     return [results[t] for t in tasks]
 
 
+GRID_PADDING = 1  # pixels between the images of a saved grid
+
 # --- evaluation of one seed ---------------------------------------------------------------------------
 
 
@@ -250,18 +327,29 @@ def draw_samples(job: Job, model: Any, seed: int) -> tuple[torch.Tensor, torch.T
             per_row = max(1, proto["grid_samples"] // classes)
             y = torch.arange(classes).repeat_interleave(per_row)
             grid, nrow = model.sample(len(y), y=y, generator=torch.Generator().manual_seed(seed)), per_row
+            names = job.data.meta.get("class_names") or [str(c) for c in range(classes)]
+            grid_labels = {"row_labels": [f"y = {c}: {names[c]}" if names[c] != str(c) else f"y = {c}"
+                                          for c in range(classes)]}
         else:
             grid, nrow = samples[: proto["grid_samples"]], int(math.sqrt(proto["grid_samples"]))
+            grid_labels = {}
         with atomic_file(out / "grid.png") as tmp:
-            save_image(make_grid(grid, nrow=nrow, padding=1, pad_value=0.5), tmp, format="png")
-        figures = {}
+            save_image(make_grid(grid, nrow=nrow, padding=GRID_PADDING, pad_value=0.5), tmp, format="png")
+        # what the report needs to label the grid's rows and columns and upscale it by whole pixels
+        info["grid"] = {"file": "grid.png", "per_row": nrow, "n": len(grid), "padding": GRID_PADDING, **grid_labels}
+        figures, layouts = {}, {}
         if callable(getattr(model, "figures", None)):
             test = job.data.split("test")
-            for name, (images, per_row_fig) in model.figures(test, generator=torch.Generator().manual_seed(seed)).items():
+            for name, figure in model.figures(test, generator=torch.Generator().manual_seed(seed)).items():
+                images, per_row_fig, figure_labels = (*figure, {})[:3]
                 with atomic_file(out / f"figure-{name}.png") as tmp:
-                    save_image(make_grid(images.clamp(0, 1), nrow=per_row_fig, padding=1, pad_value=0.5), tmp, format="png")
+                    save_image(make_grid(images.clamp(0, 1), nrow=per_row_fig, padding=GRID_PADDING, pad_value=0.5),
+                               tmp, format="png")
                 figures[name] = f"figure-{name}.png"
+                layouts[name] = {"file": figures[name], "per_row": per_row_fig, "n": len(images),
+                                 "padding": GRID_PADDING, **figure_labels}
         info["figures"] = figures
+        info["figure_layouts"] = layouts
     return samples, labels, info
 
 
@@ -482,6 +570,7 @@ def run_model(params: dict[str, Any], dataset: str, model_name: str, root: str |
         "stage_seconds": time.perf_counter() - stage_start,
         "workers": workers,
         "device": str(device),
+        "provenance": provenance(root),
     }
     _write_curves(paths.curve(dataset, model_name), [(s, by_seed[s]["history"]) for s in seeds])
     write_json(paths.metrics(dataset, model_name), record)

@@ -5,6 +5,10 @@ updates (GANs need two), and the loop does the rest: seeding, the device, shuffl
 from in-memory tensors on that device (no per-sample Python transforms), a tqdm progress bar, NaN
 checks, per-epoch loss curves and checkpoints. The losses stay on the device until the epoch ends:
 one host sync per epoch, not one per step, so a GPU never waits for the CPU to read a loss.
+A model may also pass `validation=(losses, tensors)`: `losses(batch, generator) -> {name: 0-d tensor}`
+is evaluated after every epoch on the first VALIDATION_IMAGES held-out examples in `tensors`, with the
+modules in eval mode, without gradients and with its own generator (seeded alike every epoch), so the
+training trajectory is the same with or without it; the history records the means as `val_<name>`.
 """
 
 from __future__ import annotations
@@ -17,6 +21,12 @@ from typing import Callable
 
 import torch
 from tqdm.auto import tqdm
+
+
+VALIDATION_IMAGES = 1000  # enough for a smooth held-out curve; one forward pass over them per epoch
+VALIDATION_SEED = 987_654  # the held-out losses' random draws (binarisation, noise): the same every epoch
+
+Losses = Callable[[tuple[torch.Tensor, ...], torch.Generator], dict[str, torch.Tensor]]
 
 
 class TrainingDiverged(RuntimeError):
@@ -48,6 +58,7 @@ def train_loop(
     modules: dict[str, torch.nn.Module] | None = None,
     checkpoint_path: str | Path | None = None,
     drop_last: bool = True,
+    validation: tuple[Losses, tuple[torch.Tensor, ...]] | None = None,
 ) -> list[dict[str, float]]:
     """Run `epochs` passes over `tensors` (moved to `device` once) and return the per-epoch history."""
     seed_everything(seed)
@@ -56,6 +67,8 @@ def train_loop(
     batch_size = min(batch_size, n)
     generator = torch.Generator(device=device).manual_seed(seed)
     shuffle_gen = torch.Generator().manual_seed(seed)
+    if validation is not None:
+        val_losses, val_tensors = validation[0], tuple(t[:VALIDATION_IMAGES].to(device) for t in validation[1])
     history: list[dict[str, float]] = []
     global_step = 0
     batches_per_epoch = n // batch_size if drop_last else math.ceil(n / batch_size)
@@ -85,12 +98,35 @@ def train_loop(
                     )
             sums[key] = sum(values)  # in step order, in float64: the same curve as summing as it went
         record = {"epoch": epoch, **{k: v / batches_per_epoch for k, v in sums.items()}}
+        if validation is not None:
+            record |= held_out_losses(val_losses, val_tensors, batch_size, list((modules or {}).values()), device)
         history.append(record)
         bar.set_postfix({k: f"{v:.4g}" for k, v in record.items() if k != "epoch"})
         if checkpoint_path and modules:
             save_checkpoint(checkpoint_path, modules, epoch, history)
     bar.close()
     return history
+
+
+def held_out_losses(losses: Losses, tensors: tuple[torch.Tensor, ...], batch_size: int,
+                    modules: list[torch.nn.Module], device: torch.device) -> dict[str, float]:
+    """{"val_<name>": mean over the held-out examples} of `losses`, in eval mode; modes restored after."""
+    generator = torch.Generator(device=device).manual_seed(VALIDATION_SEED)
+    modes = [m.training for m in modules]
+    for m in modules:
+        m.eval()
+    sums: dict[str, torch.Tensor] = {}
+    n = len(tensors[0])
+    try:
+        with torch.no_grad():
+            for start in range(0, n, batch_size):
+                batch = tuple(t[start:start + batch_size] for t in tensors)
+                for key, value in losses(batch, generator).items():
+                    sums[key] = sums.get(key, 0.0) + value.detach().double() * len(batch[0])
+    finally:
+        for m, mode in zip(modules, modes):
+            m.train(mode)
+    return {f"val_{key}": value for key, value in zip(sums, _host_floats([s / n for s in sums.values()]))}
 
 
 def _host_floats(values: list) -> list[float]:

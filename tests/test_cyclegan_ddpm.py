@@ -124,7 +124,7 @@ def test_ddpm_sampling_shapes_range_and_seed(digits_splits):
     torch.testing.assert_close(a, b)
     assert not torch.equal(a, c)
     test = _small_digits(digits_splits)[1]
-    images, nrow = model.figures(test, generator=torch.Generator().manual_seed(0))["denoising_trajectory"]
+    images, nrow, _labels = model.figures(test, generator=torch.Generator().manual_seed(0))["denoising_trajectory"]
     assert nrow == 8 and images.shape == (8 * nrow, 1, 8, 8)  # 7 steps: x_T plus 7 states, 8 columns
     assert images.min() >= 0 and images.max() <= 1
 
@@ -204,7 +204,7 @@ def test_cyclegan_learns_the_translation(digits_splits):
         assert set(record) == {"value", "unit", "description"} and math.isfinite(record["value"])
     assert extra["translation_error"]["value"] < extra["translation_error_identity"]["value"]
     assert 0 <= extra["label_kept"]["value"] <= 1
-    images, nrow = model.figures(test, generator=torch.Generator().manual_seed(0))["translation"]
+    images, nrow, _labels = model.figures(test, generator=torch.Generator().manual_seed(0))["translation"]
     assert nrow == 10 and images.shape == (40, 1, 8, 8)
     samples = model.sample(7, generator=torch.Generator().manual_seed(0))
     assert samples.shape == (7, 1, 8, 8) and samples.min() >= 0 and samples.max() <= 1

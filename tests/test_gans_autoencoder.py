@@ -46,10 +46,10 @@ def test_generators_shape_and_range(name, shape):
     if name == "autoencoder":
         assert model.encode(train.x[:5]).shape == (5, model.latent_dim)
         figures = model.figures(train, generator=torch.Generator().manual_seed(0))
-        images, nrow = figures["interpolation"]
+        images, nrow, _labels = figures["interpolation"]
         assert images.shape == (8 * 10, *shape) and nrow == 10
         assert images.min() >= 0 and images.max() <= 1
-        images, nrow = figures["reconstructions"]
+        images, nrow, _labels = figures["reconstructions"]
         assert images.shape[1:] == shape and len(images) % nrow == 0
     else:
         lp = model.log_prob(dequantize(train.x[:5], train.levels, torch.Generator().manual_seed(0)))
@@ -178,7 +178,7 @@ def test_interpolation_endpoints_are_the_decoded_codes(one_class_autoencoder, di
     model = one_class_autoencoder
     test = digits_splits["test"]
     pair = Split(test.x[:2], test.y[:2], 17, 10, "test")
-    images, nrow = model.figures(pair, generator=torch.Generator().manual_seed(0))["interpolation"]
+    images, nrow, _labels = model.figures(pair, generator=torch.Generator().manual_seed(0))["interpolation"]
     assert nrow == 10 and images.shape == (10, 1, 8, 8)
     decoded = model.decode(model.encode(pair.x))
     first, last = images[0], images[-1]

@@ -160,3 +160,44 @@ def _every_tensor(obj, where="model", seen=None):
     elif hasattr(obj, "__dict__") and not isinstance(obj, type) and type(obj).__module__.startswith("genbench"):
         for key, value in vars(obj).items():
             yield from _every_tensor(value, f"{where}.{key}", seen)
+
+
+VALIDATED = [name for name in MODELS if "val" in __import__("inspect").signature(get_model_class(name).fit).parameters]
+
+
+def test_the_models_with_training_curves_take_a_validation_split():
+    assert {"vae", "autoencoder", "cnn", "crf", "ddpm", "rbm", "dbn", "gb_rbm", "boltzmann"} <= set(VALIDATED)
+
+
+@pytest.mark.parametrize("name", VALIDATED)
+def test_validation_curve_never_changes_the_fit(name, tiny_digits, digits_splits):
+    """The held-out losses are logged per epoch as val_<loss>, and the fitted numbers are bit-identical
+    to a fit without them (their draws use their own generator, under no_grad, in eval mode)."""
+    train, test = tiny_digits
+    val = digits_splits["val"]
+    plain = fitted(name, train)
+    logged = create_model(name, get_model_class(name).fast_params, device="cpu").fit(train, seed=0, val=val)
+    val_keys = {k for row in logged.history for k in row if k.startswith("val_")}
+    assert val_keys, f"{name}: no val_ column in its history"
+    for key in val_keys:
+        assert key[4:] in logged.history[0], f"{name}: {key} has no training counterpart"
+        assert all(np.isfinite(row[key]) for row in logged.history if key in row)
+    train_keys = [k for k in plain.history[0] if not k.startswith("val_")]
+    assert [{k: r[k] for k in train_keys} for r in logged.history] == plain.history
+    for attr, value in vars(plain).items():
+        if isinstance(value, torch.nn.Module):
+            for (k, a), b in zip(value.state_dict().items(), vars(logged)[attr].state_dict().values()):
+                assert torch.equal(a, b), f"{name}.{attr}.{k} changed when a validation split was given"
+
+
+def test_model_size_counts_parameters_and_fitted_arrays(tiny_digits):
+    from genbench.runner import model_size
+
+    train, _ = tiny_digits
+    cnn = fitted("cnn", train)
+    assert model_size(cnn) == {"parameters": sum(p.numel() for p in cnn.net_.parameters()), "counted": "torch parameters"}
+    knn = fitted("knn", train)
+    size = model_size(knn)
+    assert size["counted"] == "elements of fitted arrays" and size["parameters"] >= train.x.numel()
+    lr = fitted("logistic_regression", train)
+    assert model_size(lr)["parameters"] >= 10 * train.dim  # at least the coefficient matrix

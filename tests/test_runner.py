@@ -177,3 +177,21 @@ def test_cpu_models_compute_on_the_cpu_and_torch_models_on_the_configured_device
     assert model_device(create_model("gmm", {}), gpu) == torch.device("cpu")
     assert model_device(create_model("vae", {}, device="cpu"), gpu) == gpu
     assert worker_count(gpu, 6) == 1  # torch models: one process owns the GPU
+
+
+def test_records_say_what_produced_them_and_grids_carry_their_layout(prepared, tmp_path):
+    """Provenance (commit, packages, machine), the model's size, and the class rows of a conditional grid."""
+    from importlib.metadata import version
+
+    root = tmp_path / "copy"
+    shutil.copytree(prepared, root)
+    params = _params(seeds=[0])
+    params["protocol"]["anomaly"] = {"normal_classes": [0]}
+    record = run_model(params, "digits", "gmm", root=root)
+    made = record["provenance"]
+    assert made["packages"]["torch"] == version("torch") and made["packages"]["scikit-learn"] == version("scikit-learn")
+    assert made["date_utc"].endswith("Z") and made["cores"] >= 1 and made["machine"]
+    assert record["summary"]["size"]["parameters"] > 0
+    info = read_json(root / "samples" / "digits" / "gmm" / "info.json")
+    assert info["conditional"] and info["grid"]["row_labels"] == [f"y = {c}" for c in range(10)]
+    assert info["grid"]["n"] == info["grid"]["per_row"] * 10

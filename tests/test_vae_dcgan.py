@@ -76,7 +76,7 @@ def test_vae_sample_encode_and_roundtrip(trained_vae, binary_test, tmp_path):
 def test_vae_interpolation_figure_runs_between_two_reconstructions(trained_vae, digit_splits):
     test = digit_splits[1]
     pair = Split(test.x[:2], test.y[:2], 17, 10, "test")
-    images, per_row = trained_vae.figures(pair, generator=torch.Generator().manual_seed(0))["interpolation"]
+    images, per_row, _labels = trained_vae.figures(pair, generator=torch.Generator().manual_seed(0))["interpolation"]
     assert per_row == 10 and images.shape == (10, 1, 8, 8)
     codes = trained_vae.encode(pair.x)
     ends = trained_vae.decode(codes)

@@ -86,7 +86,7 @@ class Autoencoder(Model):
         self.device = device
 
     # --- training ---------------------------------------------------------------------------------
-    def fit(self, train: Split, *, seed: int) -> "Autoencoder":
+    def fit(self, train: Split, *, seed: int, val: Split | None = None) -> "Autoencoder":
         device = resolve_device(self.device)
         self.image_shape_ = train.image_shape
         seed_everything(seed)  # the initial weights depend on the seed alone
@@ -97,9 +97,12 @@ class Autoencoder(Model):
         self.encoder_.train()
         self.decoder_.train()
 
-        def step(batch: tuple[torch.Tensor, ...], state) -> dict[str, torch.Tensor]:
+        def losses(batch: tuple[torch.Tensor, ...], generator: torch.Generator) -> dict[str, torch.Tensor]:
             (x,) = batch
-            loss = reconstruction_error(x, self.decoder_(self.encoder_(x)), self.loss).mean()
+            return {"loss": reconstruction_error(x, self.decoder_(self.encoder_(x)), self.loss).mean()}
+
+        def step(batch: tuple[torch.Tensor, ...], state) -> dict[str, torch.Tensor]:
+            loss = losses(batch, state.generator)["loss"]
             optimiser.zero_grad(set_to_none=True)
             loss.backward()
             optimiser.step()
@@ -107,7 +110,8 @@ class Autoencoder(Model):
 
         self.history_ = train_loop("autoencoder", step, (train.x.float(),), epochs=self.epochs,
                                    batch_size=self.batch_size, seed=seed, device=device,
-                                   modules={"encoder": self.encoder_, "decoder": self.decoder_})
+                                   modules={"encoder": self.encoder_, "decoder": self.decoder_},
+                                   validation=(losses, (val.x.float(),)) if val is not None else None)
         self.encoder_.eval()
         self.decoder_.eval()
 
@@ -170,8 +174,8 @@ class Autoencoder(Model):
         return self.decode(z.float())
 
     def figures(self, data: Split, *, generator: torch.Generator | None = None,
-                pairs: int = 8, steps: int = 10) -> dict[str, tuple[torch.Tensor, int]]:
-        """{"interpolation": (pairs x steps images, steps per row), "reconstructions": (images, per row)}.
+                pairs: int = 8, steps: int = 10) -> dict[str, tuple[torch.Tensor, int, dict]]:
+        """{"interpolation": (pairs x steps images, steps per row, labels), "reconstructions": (...)}.
 
         Interpolation: `pairs` pairs of distinct test images drawn with `generator`; row i decodes
         (1 - t) E(a_i) + t E(b_i) for t = 0, 1/(steps-1), ..., 1, so its first and last images are
@@ -187,5 +191,6 @@ class Autoencoder(Model):
         for start in range(0, len(shown), per_row):
             rows += [shown[start:start + per_row], recon[start:start + per_row]]
         reconstructions = torch.cat(rows)
+        labels = {"row_labels": ["test image", "reconstruction"] * (len(rows) // 2)}
         return {"interpolation": interpolation,
-                "reconstructions": (reconstructions.clamp(0, 1), per_row)}
+                "reconstructions": (reconstructions.clamp(0, 1), per_row, labels)}

@@ -170,7 +170,7 @@ class BoltzmannMachine(Model):
                 "samples": self.ais_chains}
 
     # --- training ---------------------------------------------------------------------------------
-    def fit(self, train: Split, *, seed: int) -> "BoltzmannMachine":
+    def fit(self, train: Split, *, seed: int, val: Split | None = None) -> "BoltzmannMachine":
         device = resolve_device(self.device)
         self.image_shape_ = train.image_shape
         self.seed_ = seed
@@ -184,6 +184,12 @@ class BoltzmannMachine(Model):
         mask = 1.0 - torch.eye(net.dim, device=device)  # keeps the diagonal at zero
         vel_w, vel_b = torch.zeros_like(net.W), torch.zeros_like(net.b)
         chains: dict[str, torch.Tensor] = {}
+
+        def neg_pseudo_log_likelihood(v0: torch.Tensor) -> torch.Tensor:
+            return F.binary_cross_entropy(net.conditionals(v0), v0, reduction="none").sum(-1).mean()
+
+        def held_out(batch: tuple[torch.Tensor, ...], generator: torch.Generator) -> dict[str, torch.Tensor]:
+            return {"neg_pseudo_log_likelihood": neg_pseudo_log_likelihood(binarize(batch[0], generator=generator))}
 
         @torch.no_grad()
         def step(batch: tuple[torch.Tensor, ...], state) -> dict[str, torch.Tensor]:
@@ -202,12 +208,12 @@ class BoltzmannMachine(Model):
             vel_b.mul_(self.momentum).add_(grad_b, alpha=-self.lr)
             net.W.add_(vel_w)
             net.b.add_(vel_b)
-            pseudo = F.binary_cross_entropy(net.conditionals(v0), v0, reduction="none").sum(-1).mean()
             return {"energy_gap": net.log_unnorm(v).mean() - net.log_unnorm(v0).mean(),
-                    "neg_pseudo_log_likelihood": pseudo}
+                    "neg_pseudo_log_likelihood": neg_pseudo_log_likelihood(v0)}
 
         self.history_ = train_loop("boltzmann", step, (x,), epochs=self.epochs, batch_size=self.batch_size,
-                                   seed=seed, device=device, modules={"fvbm": net})
+                                   seed=seed, device=device, modules={"fvbm": net},
+                                   validation=(held_out, (val.x.float().flatten(1),)) if val is not None else None)
         net.eval()
         self.ais_ = None  # computed on first use by log_partition()
         return self

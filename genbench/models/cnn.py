@@ -100,7 +100,7 @@ class CNN(Model):
         self.weight_decay = weight_decay
         self.device = device
 
-    def fit(self, train: Split, *, seed: int) -> "CNN":
+    def fit(self, train: Split, *, seed: int, val: Split | None = None) -> "CNN":
         device = resolve_device(self.device)
         self.num_classes_ = train.num_classes
         seed_everything(seed)  # the initial weights depend on the seed alone
@@ -108,18 +108,24 @@ class CNN(Model):
         optimiser = torch.optim.Adam(self.net_.parameters(), lr=self.lr, weight_decay=self.weight_decay)
         self.net_.train()
 
-        def step(batch: tuple[torch.Tensor, ...], state) -> dict[str, torch.Tensor]:
+        def losses(batch: tuple[torch.Tensor, ...], generator: torch.Generator | None) -> dict[str, torch.Tensor]:
             x, y = batch
-            logits = self.net_(x, generator=state.generator)
-            loss = F.cross_entropy(logits, y)
+            logits = self.net_(x, generator=generator)
+            return {"loss": F.cross_entropy(logits, y), "accuracy": (logits.argmax(1) == y).float().mean()}
+
+        def step(batch: tuple[torch.Tensor, ...], state) -> dict[str, torch.Tensor]:
+            out = losses(batch, state.generator)
             optimiser.zero_grad(set_to_none=True)
-            loss.backward()
+            out["loss"].backward()
             optimiser.step()
-            return {"loss": loss.detach(), "accuracy": (logits.argmax(1) == y).float().mean().detach()}
+            return {k: v.detach() for k, v in out.items()}
 
         self.history_ = train_loop("cnn", step, (train.x.float(), train.y.long()), epochs=self.epochs,
                                    batch_size=self.batch_size, seed=seed, device=device,
-                                   modules={"net": self.net_})
+                                   modules={"net": self.net_},
+                                   # held out without dropout (no generator), as the model predicts
+                                   validation=((lambda b, g: losses(b, None), (val.x.float(), val.y.long()))
+                                               if val is not None else None))
         self.net_.eval()
         return self
 

@@ -106,7 +106,7 @@ class CRF(Model):
         self.lr = lr
         self.device = device
 
-    def fit(self, train: Split, *, seed: int) -> "CRF":
+    def fit(self, train: Split, *, seed: int, val: Split | None = None) -> "CRF":
         device = resolve_device(self.device)
         self.num_classes_ = train.num_classes
         obs = row_observations(train.x.float(), self.window)
@@ -115,19 +115,25 @@ class CRF(Model):
         optimiser = torch.optim.Adam(self.hcrf_.parameters(), lr=self.lr)
         self.hcrf_.train()
 
-        def step(batch: tuple[torch.Tensor, ...], state) -> dict[str, torch.Tensor]:
+        def losses(batch: tuple[torch.Tensor, ...], generator: torch.Generator) -> dict[str, torch.Tensor]:
             o, y = batch
             log_p = self.hcrf_(o)
             nll = F.nll_loss(log_p, y)  # minus the mean conditional log-likelihood
-            loss = nll + self.l2 * self.hcrf_.penalty()
+            return {"loss": nll + self.l2 * self.hcrf_.penalty(), "nll": nll,
+                    "accuracy": (log_p.argmax(1) == y).float().mean()}
+
+        def step(batch: tuple[torch.Tensor, ...], state) -> dict[str, torch.Tensor]:
+            out = losses(batch, state.generator)
             optimiser.zero_grad(set_to_none=True)
-            loss.backward()
+            out["loss"].backward()
             optimiser.step()
-            return {"loss": loss.detach(), "nll": nll.detach(), "accuracy": (log_p.argmax(1) == y).float().mean().detach()}
+            return {k: v.detach() for k, v in out.items()}
 
         self.history_ = train_loop("crf", step, (obs, train.y.long()), epochs=self.epochs,
                                    batch_size=self.batch_size, seed=seed, device=device,
-                                   modules={"hcrf": self.hcrf_})
+                                   modules={"hcrf": self.hcrf_},
+                                   validation=((losses, (row_observations(val.x.float(), self.window), val.y.long()))
+                                               if val is not None else None))
         self.hcrf_.eval()
         return self
 

@@ -346,7 +346,8 @@ class CycleGAN(Model):
         a = data.x[pick].float()
         ab = self.translate(a, "AB")
         aba = self.translate(ab, "BA")
-        return {"translation": (torch.cat([a, ab, aba, self.to_domain_b(a)]).clamp(0.0, 1.0), len(a))}
+        labels = {"row_labels": ["A: test image", "G_AB(A)", "G_BA(G_AB(A))", f"target: {self.transform}(A)"]}
+        return {"translation": (torch.cat([a, ab, aba, self.to_domain_b(a)]).clamp(0.0, 1.0), len(a), labels)}
 
     def extra_metrics(self, test: Split, *, classify, fid) -> dict:
         """Translation quality on the test split against the known transform (module docstring)."""

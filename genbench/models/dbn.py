@@ -136,7 +136,7 @@ class DBN(Model):
                 "samples": self.n_posterior_samples}
 
     # --- training ---------------------------------------------------------------------------------
-    def fit(self, train: Split, *, seed: int) -> "DBN":
+    def fit(self, train: Split, *, seed: int, val: Split | None = None) -> "DBN":
         sizes = list(self.hidden_sizes)
         if len(sizes) < 2 or not all(isinstance(s, int) and not isinstance(s, bool) and s >= 1 for s in sizes):
             raise ConfigError(f"params.yaml: 'models.dbn.hidden_sizes' must list two or more layer widths >= 1, "
@@ -172,11 +172,12 @@ class DBN(Model):
             layer_history = train_rbm(f"dbn layer {depth + 1}", net, x, training=self.training, cd_k=self.cd_k,
                                       epochs=self.epochs, batch_size=self.batch_size, lr=self.lr,
                                       momentum=self.momentum, weight_decay=self.weight_decay, seed=seed + depth,
-                                      device=device, make_input=make_input if below else None)
-            history += [{**row, "layer": depth + 1} for row in layer_history]
+                                      device=device, make_input=make_input if below else None,
+                                      val=val.x.float().flatten(1) if val is not None else None)
+            history += [{**row, "layer": depth + 1} for row in layer_history]  # epochs count from 1 per layer
             layers.append(net)
             self.top_base_logits_ = base_rate_logits(marginals).float()
-        self.history_ = [{**row, "epoch": i + 1} for i, row in enumerate(history)]
+        self.history_ = history
         self.ais_ = None  # computed on first use by log_partition()
         return self
 

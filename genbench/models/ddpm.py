@@ -351,7 +351,7 @@ class DDPM(Model):
         return make_schedule(self.schedule, self.timesteps, self.variance)
 
     # --- training ---------------------------------------------------------------------------------
-    def fit(self, train: Split, *, seed: int) -> "DDPM":
+    def fit(self, train: Split, *, seed: int, val: Split | None = None) -> "DDPM":
         device = resolve_device(self.device)
         self.image_shape_ = train.image_shape
         self.levels_ = train.levels
@@ -365,13 +365,15 @@ class DDPM(Model):
         sqrt_abar = schedule.alphas_cumprod.sqrt().float().to(device)
         sqrt_1m_abar = (1 - schedule.alphas_cumprod).sqrt().float().to(device)
 
-        def step(batch: tuple[torch.Tensor, ...], state) -> dict[str, torch.Tensor]:
-            (x,) = batch
+        def simple_loss(x: torch.Tensor, generator: torch.Generator, network: torch.nn.Module) -> torch.Tensor:
             x0 = 2.0 * x - 1.0  # data in [-1, 1] (Ho et al., section 3.3)
-            i = torch.randint(0, self.timesteps, (len(x0),), generator=state.generator, device=x0.device)
-            eps = torch.randn(x0.shape, generator=state.generator, device=x0.device)
+            i = torch.randint(0, self.timesteps, (len(x0),), generator=generator, device=x0.device)
+            eps = torch.randn(x0.shape, generator=generator, device=x0.device)
             xt = sqrt_abar[i][:, None, None, None] * x0 + sqrt_1m_abar[i][:, None, None, None] * eps
-            loss = F.mse_loss(net(xt, i), eps)  # L_simple (Ho et al., eq. 14)
+            return F.mse_loss(network(xt, i), eps)  # L_simple (Ho et al., eq. 14)
+
+        def step(batch: tuple[torch.Tensor, ...], state) -> dict[str, torch.Tensor]:
+            loss = simple_loss(batch[0], state.generator, net)
             optimiser.zero_grad(set_to_none=True)
             loss.backward()
             optimiser.step()
@@ -383,7 +385,10 @@ class DDPM(Model):
 
         self.history_ = train_loop("ddpm", step, (train.x.float(),), epochs=self.epochs,
                                    batch_size=self.batch_size, seed=seed, device=device,
-                                   modules={"ema": self.net_, "net": net})
+                                   modules={"ema": self.net_, "net": net},
+                                   # held out: the averaged weights, which are the model
+                                   validation=((lambda b, g: {"loss": simple_loss(b[0], g, self.net_)}, (val.x.float(),))
+                                               if val is not None else None))
         self.net_.eval()
         return self
 
@@ -438,7 +443,9 @@ class DDPM(Model):
         _, kept = self._reverse(8, generator, keep=keep)
         trail = torch.stack(kept[0], 1)  # (8, columns, C, H, W)
         images = ((trail + 1.0) / 2.0).clamp(0.0, 1.0).flatten(0, 1)
-        return {"denoising_trajectory": (images, trail.shape[1])}
+        labels = {"row_labels": [f"sample {i + 1}" for i in range(len(trail))],
+                  "column_labels": ["x_T (noise)" if k == 0 else "x_0" if k == steps else f"step {k}/{steps}" for k in keep]}
+        return {"denoising_trajectory": (images, trail.shape[1], labels)}
 
     # --- the variational bound ----------------------------------------------------------------------
     def _levels(self, x: torch.Tensor) -> torch.Tensor:

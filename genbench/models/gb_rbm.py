@@ -193,7 +193,7 @@ class GaussianBernoulliRBM(Model):
                 "samples": self.ais_chains}
 
     # --- training ---------------------------------------------------------------------------------
-    def fit(self, train: Split, *, seed: int) -> "GaussianBernoulliRBM":
+    def fit(self, train: Split, *, seed: int, val: Split | None = None) -> "GaussianBernoulliRBM":
         device = resolve_device(self.device)
         self.image_shape_ = train.image_shape
         self.levels_ = train.levels
@@ -213,6 +213,13 @@ class GaussianBernoulliRBM(Model):
         shift, scale = self.shift_.to(device), self.scale_.to(device)
         levels = train.levels
 
+        def reconstruction_sq_error(v0: torch.Tensor) -> torch.Tensor:
+            return ((net.visible_mean(torch.sigmoid(net.hidden_logits(v0))) - v0) ** 2).sum(-1).mean()
+
+        def held_out(batch: tuple[torch.Tensor, ...], generator: torch.Generator) -> dict[str, torch.Tensor]:
+            v0 = (dequantize(batch[0], levels, generator=generator) - shift) / scale
+            return {"reconstruction_sq_error": reconstruction_sq_error(v0)}
+
         def step(batch: tuple[torch.Tensor, ...], state) -> dict[str, torch.Tensor]:
             (xb,) = batch
             v0 = (dequantize(xb, levels, generator=state.generator) - shift) / scale
@@ -230,12 +237,12 @@ class GaussianBernoulliRBM(Model):
                     vel.mul_(self.momentum).add_(g, alpha=-self.lr)
                     p.add_(vel)
                 torch.maximum(net.log_var, min_log_var, out=net.log_var)
-                h0 = torch.sigmoid(net.hidden_logits(v0))
-                recon = ((net.visible_mean(h0) - v0) ** 2).sum(-1).mean()
+                recon = reconstruction_sq_error(v0)
             return {"free_energy_gap": gap.detach(), "reconstruction_sq_error": recon.detach()}
 
         self.history_ = train_loop("gb_rbm", step, (x,), epochs=self.epochs, batch_size=self.batch_size,
-                                   seed=seed, device=device, modules={"gb_rbm": net})
+                                   seed=seed, device=device, modules={"gb_rbm": net},
+                                   validation=(held_out, (val.x.float().flatten(1),)) if val is not None else None)
         net.eval()
         for p in net.parameters():
             p.grad = None

@@ -220,10 +220,10 @@ class MLPDiscriminator(nn.Module):
 
 
 def latent_interpolation(encode, decode, data_x: torch.Tensor, *, generator: torch.Generator | None = None,
-                         pairs: int = 8, steps: int = 10) -> tuple[torch.Tensor, int]:
+                         pairs: int = 8, steps: int = 10) -> tuple[torch.Tensor, int, dict]:
     """A latent interpolation figure: `pairs` pairs of distinct images of `data_x` drawn with
     `generator`; row i decodes (1 - t) E(a_i) + t E(b_i) for t = 0, 1/(steps-1), ..., 1, so its
-    first and last images are the reconstructions of a_i and b_i. Returns (images, steps per row)."""
+    first and last images are the reconstructions of a_i and b_i. Returns (images, steps per row, labels)."""
     pairs = min(pairs, len(data_x) // 2)
     if pairs < 1:
         raise ValueError("a latent interpolation needs at least two images")
@@ -232,4 +232,6 @@ def latent_interpolation(encode, decode, data_x: torch.Tensor, *, generator: tor
     a, b = codes[:pairs, None, :], codes[pairs:, None, :]
     t = torch.linspace(0.0, 1.0, steps, dtype=torch.float64)[None, :, None]
     path = ((1 - t) * a + t * b).reshape(pairs * steps, -1)
-    return decode(path.float()).clamp(0, 1), steps
+    labels = {"row_labels": [f"pair {i + 1}" for i in range(pairs)],
+              "column_labels": [f"t = {v:.2f}" for v in t.flatten().tolist()]}
+    return decode(path.float()).clamp(0, 1), steps, labels

@@ -129,6 +129,7 @@ def train_rbm(name: str, net: RBMNet, x: torch.Tensor, *, training: str, cd_k: i
               batch_size: int, lr: float, momentum: float, weight_decay: float, seed: int,
               device: torch.device,
               make_input: Callable[[torch.Tensor, torch.Generator], torch.Tensor] | None = None,
+              val: torch.Tensor | None = None,
               ) -> list[dict[str, float]]:
     """CD-k or PCD-k training of `net` on data x (N, ...) through the shared training loop; returns
     the per-epoch history. Each batch becomes binary visible states by `make_input(batch, generator)`,
@@ -138,10 +139,19 @@ def train_rbm(name: str, net: RBMNet, x: torch.Tensor, *, training: str, cd_k: i
     The update is the gradient of the mean free-energy difference F(v_data) - F(v_model) written out
     (dF/dW = -v p(h|v)^T, dF/db = -v, dF/dc = -p(h|v)), with classical momentum and an L2 penalty on
     the weights only (Hinton 2010); written out rather than through autograd and
-    torch.optim because it is a handful of matrix products per step."""
+    torch.optim because it is a handful of matrix products per step. With `val` (held-out images), the
+    history also has their reconstruction error after every epoch (`val_reconstruction_bce`)."""
     params = (net.W, net.b, net.c)
     velocity = [torch.zeros_like(p) for p in params]
     chains: dict[str, torch.Tensor] = {}
+
+    def reconstruction_bce(v0: torch.Tensor, h0: torch.Tensor) -> torch.Tensor:
+        reconstruction = torch.sigmoid(net.visible_logits(h0))
+        return F.binary_cross_entropy(reconstruction, v0, reduction="none").sum(-1).mean()
+
+    def held_out(batch: tuple[torch.Tensor, ...], generator: torch.Generator) -> dict[str, torch.Tensor]:
+        v0 = make_input(batch[0], generator) if make_input else binarize(batch[0], generator=generator)
+        return {"reconstruction_bce": reconstruction_bce(v0, torch.sigmoid(net.hidden_logits(v0)))}
 
     @torch.no_grad()
     def step(batch: tuple[torch.Tensor, ...], state) -> dict[str, torch.Tensor]:
@@ -167,13 +177,12 @@ def train_rbm(name: str, net: RBMNet, x: torch.Tensor, *, training: str, cd_k: i
             vel.mul_(momentum).add_(g, alpha=-lr)
             p.add_(vel)
         gap = net.free_energy(v0).mean() - net.free_energy(v).mean()
-        reconstruction = torch.sigmoid(net.visible_logits(h0))
-        recon_error = F.binary_cross_entropy(reconstruction, v0, reduction="none").sum(-1).mean()
-        return {"free_energy_gap": gap.detach(), "reconstruction_bce": recon_error.detach()}
+        return {"free_energy_gap": gap.detach(), "reconstruction_bce": reconstruction_bce(v0, h0).detach()}
 
     net.train()
     history = train_loop(name, step, (x.float(),), epochs=epochs, batch_size=batch_size, seed=seed,
-                         device=device, modules={"rbm": net})
+                         device=device, modules={"rbm": net},
+                         validation=(held_out, (val.float(),)) if val is not None else None)
     net.eval()
     return history
 
@@ -236,7 +245,7 @@ class RBM(Model):
                 "samples": self.ais_chains}
 
     # --- training ---------------------------------------------------------------------------------
-    def fit(self, train: Split, *, seed: int) -> "RBM":
+    def fit(self, train: Split, *, seed: int, val: Split | None = None) -> "RBM":
         device = resolve_device(self.device)
         self.image_shape_ = train.image_shape
         self.seed_ = seed
@@ -249,7 +258,7 @@ class RBM(Model):
         self.history_ = train_rbm("rbm", self.net_, x, training=self.training, cd_k=self.cd_k,
                                   epochs=self.epochs, batch_size=self.batch_size, lr=self.lr,
                                   momentum=self.momentum, weight_decay=self.weight_decay, seed=seed,
-                                  device=device)
+                                  device=device, val=val.x.flatten(1) if val is not None else None)
         self.ais_ = None  # computed on first use by log_partition()
         return self
 

@@ -140,7 +140,7 @@ class VAE(Model):
                 "samples": 1}
 
     # --- training ---------------------------------------------------------------------------------
-    def fit(self, train: Split, *, seed: int) -> "VAE":
+    def fit(self, train: Split, *, seed: int, val: Split | None = None) -> "VAE":
         device = resolve_device(self.device)
         self.image_shape_ = train.image_shape
         self.levels_ = train.levels
@@ -154,28 +154,32 @@ class VAE(Model):
         self.encoder_.train()
         self.decoder_.train()
 
-        def step(batch: tuple[torch.Tensor, ...], state) -> dict[str, torch.Tensor]:
+        def losses(batch: tuple[torch.Tensor, ...], generator: torch.Generator) -> dict[str, torch.Tensor]:
             (x,) = batch
             if self.decoder == "bernoulli":  # dynamic binarisation (Salakhutdinov & Murray 2008)
-                x = binarize(x, generator=state.generator)
+                x = binarize(x, generator=generator)
             else:  # uniform dequantisation (Theis et al. 2016)
-                x = dequantize(x, self.levels_, generator=state.generator)
+                x = dequantize(x, self.levels_, generator=generator)
             x = x.flatten(1)
             mu, log_var = self.encoder_(x)
-            eps = torch.randn(mu.shape, generator=state.generator, device=mu.device)
+            eps = torch.randn(mu.shape, generator=generator, device=mu.device)
             z = mu + torch.exp(0.5 * log_var) * eps  # reparameterisation (Kingma & Welling, eq. 10)
             reconstruction = self.decoder_.log_likelihood(x, z)
             kl = gaussian_kl(mu, log_var)
-            loss = (kl - reconstruction).mean()  # the negative ELBO (eq. 10), per image
+            # the negative ELBO (eq. 10), per image, and its two terms
+            return {"loss": (kl - reconstruction).mean(), "reconstruction": -reconstruction.mean(), "kl": kl.mean()}
+
+        def step(batch: tuple[torch.Tensor, ...], state) -> dict[str, torch.Tensor]:
+            out = losses(batch, state.generator)
             optimiser.zero_grad(set_to_none=True)
-            loss.backward()
+            out["loss"].backward()
             optimiser.step()
-            return {"loss": loss.detach(), "reconstruction": -reconstruction.mean().detach(),
-                    "kl": kl.mean().detach()}
+            return {k: v.detach() for k, v in out.items()}
 
         self.history_ = train_loop("vae", step, (train.x.float(),), epochs=self.epochs,
                                    batch_size=self.batch_size, seed=seed, device=device,
-                                   modules={"encoder": self.encoder_, "decoder": self.decoder_})
+                                   modules={"encoder": self.encoder_, "decoder": self.decoder_},
+                                   validation=(losses, (val.x.float(),)) if val is not None else None)
         self.encoder_.eval()
         self.decoder_.eval()
         return self
