@@ -241,9 +241,9 @@ def test_tied_best_marks_overlap_only(report):
     assert board.loc["vae", "fid_tied_best"] == True and board.loc["gaussian_nb", "fid_tied_best"] == False  # noqa: E712
 
     classification = sections((out / "digits" / "README.md").read_text())["Classification"]
-    assert "0.975 [0.97, 0.98] ★" in row_of(classification, "cnn")
-    assert "0.968 [0.96, 0.976] ★" in row_of(classification, "mlp")
-    assert "0.81 [0.79, 0.83]" in row_of(classification, "gaussian_nb")
+    assert "0.975 [0.970, 0.980] ★" in row_of(classification, "cnn")  # fixed decimals per column
+    assert "0.968 [0.960, 0.976] ★" in row_of(classification, "mlp")
+    assert "0.810 [0.790, 0.830]" in row_of(classification, "gaussian_nb")
     assert "★" not in row_of(classification, "gaussian_nb").split("|")[3]
     assert "★ best mean, and every model whose 95% interval overlaps the best one's: tied" in classification
     assert "mean over 3 seeds [95% interval]" in classification
@@ -251,7 +251,7 @@ def test_tied_best_marks_overlap_only(report):
 
     best = {b["metric"]: b for b in summary["best"]}
     assert best["accuracy"]["model"] == "cnn" and best["accuracy"]["tied"] == ["mlp"]
-    assert best["accuracy"]["text"] == ("best accuracy: cnn 0.975 [0.97, 0.98]; tied: mlp (95% intervals overlap)")
+    assert best["accuracy"]["text"] == ("best accuracy: cnn 0.975 [0.970, 0.980]; tied: mlp (95% intervals overlap)")
     assert best["NLL, binary space (nats/image)"]["model"] == "vae"
     assert best["NLL, discrete space (nats/image)"]["model"] == "gaussian_nb"
     assert best["anomaly AUROC (mean)"]["model"] == "ocsvm" and best["anomaly AUROC (mean)"]["tied"] == []
@@ -305,7 +305,7 @@ def test_readme_separates_likelihood_spaces_with_units(report):
         assert "NLL ↓ (nats/image)" in text and "bits/dim ↓" in text and "estimator" in text
     # The IWAE estimate (30.0) ranks above its ELBO (32.5): NLL ascending; only the main estimate is marked.
     assert binary.index("| vae ") < binary.index("| vae (ELBO)")
-    assert "30 [29.97, 30.03] ★" in row_of(binary, "vae") and "★" not in row_of(binary, "vae (ELBO)")
+    assert "30.00 [29.97, 30.03] ★" in row_of(binary, "vae") and "★" not in row_of(binary, "vae (ELBO)")
 
     classification = parts["Classification"]
     assert "log-loss ↓ (nats)" in classification and "ECE ↓ (15 bins)" in classification
@@ -324,15 +324,15 @@ def test_readme_separates_likelihood_spaces_with_units(report):
     cost = parts["Cost"]
     assert "fit (s)" in cost and "stage wall (s)" in cost and "workers" in cost and "parallel worker processes" in cost
     assert "Interval method: Student t over 3 seeds." in cost
-    assert "![vae](samples/vae.png)" in parts["Samples"] and "![cnn](curves/cnn.png)" in parts["Training curves"]
-    assert "shaded band" in parts["Training curves"]
+    assert "![vae](samples/vae.svg)" in parts["Samples"] and "![cnn](curves/cnn.svg)" in parts["Training curves"]
+    assert "band: the seeds' minimum to maximum" in parts["Training curves"]
 
 
 def test_page_links_and_sibling_dataset_untouched(report):
     root, out, _ = report
     page = (out / "digits" / "index.html").read_text()
     assert 'href="../index.html"' in page and 'href="README.md"' in page and 'href="per_seed.csv"' in page
-    assert 'src="samples/vae.png"' in page and "<table" in page
+    assert 'src="samples/vae.svg"' in page and "<table" in page
     assert "tied: mlp (95% intervals overlap)" in page
     sibling = out / "other_dataset"
     assert sorted(p.name for p in sibling.iterdir()) == ["README.md", "summary.json"]
@@ -344,9 +344,11 @@ def test_page_links_and_sibling_dataset_untouched(report):
 def test_images_for_the_right_models_and_no_temp_files(report):
     _, out, _ = report
     digits = out / "digits"
-    assert sorted(p.name for p in (digits / "samples").iterdir()) == ["gan.png", "gaussian_nb.png", "vae.png"]
-    assert sorted(p.name for p in (digits / "curves").iterdir()) == ["cnn.png", "vae.png"]
-    assert (digits / "curves" / "vae.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert sorted(p.name for p in (digits / "samples").iterdir()) == ["gan.svg", "gaussian_nb.svg", "vae.svg"]
+    assert sorted(p.name for p in (digits / "curves").iterdir()) == ["cnn.svg", "vae.svg"]
+    for svg in [*(digits / "curves").iterdir(), *(digits / "samples").iterdir(), *(digits / "figures").iterdir()]:
+        text = svg.read_text()
+        assert text.startswith("<?xml") and 'id="x-axis-label-0"' in text and 'id="y-axis-label-0"' in text, svg.name
     leftovers = [p for p in out.rglob("*") if p.name.startswith(".") or p.name.endswith(".tmp")]
     assert leftovers == []
 
@@ -361,7 +363,7 @@ def test_index_lists_only_the_given_datasets(report, tmp_path):
     assert 'href="digits/index.html"' in entry and 'href="digits/README.md"' in entry
     assert "other_dataset" not in entry
     assert f"{len(MODELS)} models" in entry and "3 seeds (0, 1, 2)" in entry
-    assert "best accuracy: cnn 0.975 [0.97, 0.98]; tied: mlp (95% intervals overlap)" in entry
+    assert "best accuracy: cnn 0.975 [0.970, 0.980]; tied: mlp (95% intervals overlap)" in entry
     assert "★ best mean" in entry
 
     with pytest.raises(FileNotFoundError, match=r"missing/summary.json .*dvc repro pipelines/missing/dvc.yaml:report"):

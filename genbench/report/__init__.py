@@ -15,21 +15,21 @@ written as one folder that replaces the old one atomically, and `reports/index.h
 
 from __future__ import annotations
 
-import html
-import shutil
 from pathlib import Path
 from typing import Any, Iterable, Mapping
 
 import pandas as pd
 
-from genbench.io import atomic_directory, atomic_file, read_json, write_json, write_text
+from genbench.io import atomic_directory, read_json, write_json, write_text
 from genbench.report.leaderboard import (
     FIELDS, best_per_metric, leaderboard, per_seed_table, reference_sha, tie_marks,
 )
 from genbench.report.published import published_section
 from genbench.report.records import RECORD_STAGE, load_records
-from genbench.report.render import curve_figure, html_page, markdown
-from genbench.report.sections import TIE_NOTE, Section, metric_sections
+from genbench.report.provenance import model_href, models_section, provenance_section, write_model_pages
+from genbench.report.render import html_page, markdown
+from genbench.report.sections import TIE_NOTE, Est, Section, column_decimals, fmt_fixed, metric_sections
+from genbench.report.visuals import comparisons, model_figures, sample_grids, training_curves
 
 __all__ = ["FIELDS", "best_per_metric", "build_dataset_report", "build_index", "build_report", "leaderboard",
            "load_records", "per_seed_table", "run_index", "run_report"]
@@ -43,59 +43,6 @@ def _read_optional(path: Path) -> dict | None:
     return read_json(path) if path.exists() else None
 
 
-def _sample_grids(root: Path, out: Path, dataset: str, records: list[dict]) -> Section | None:
-    """Copy each model's sample grid next to the page; models that cannot sample have none."""
-    section = Section("Samples", notes=["Random samples from each model that can generate, as a torchvision image grid, "
-                                        "from the model trained with the first seed."])
-    for record in records:
-        model = record["model"]
-        grid = root / "samples" / dataset / model / "grid.png"
-        info = _read_optional(root / "samples" / dataset / model / "info.json") or {}
-        if grid.exists():
-            with atomic_file(out / "samples" / f"{model}.png") as tmp:
-                shutil.copyfile(grid, tmp)
-            section.images.append((model, f"samples/{model}.png"))
-        elif info.get("capable"):
-            stage = RECORD_STAGE.format(dataset=dataset, model=model)
-            section.warnings.append(f"{model} can sample but {grid.relative_to(root)} is missing: rerun its stage, "
-                                    f"`dvc repro {stage}`.")
-    return section if section.images or section.warnings else None
-
-
-def _figures(root: Path, out: Path, dataset: str, records: list[dict]) -> Section | None:
-    """Model-specific figures (latent interpolations, translations, denoising trajectories)."""
-    section = Section("Figures", notes=["Figures a model draws for itself (its `figures` hook), from the test split, "
-                                        "by the model trained with the first seed."])
-    for record in records:
-        model = record["model"]
-        info = _read_optional(root / "samples" / dataset / model / "info.json") or {}
-        for name, filename in (info.get("figures") or {}).items():
-            source = root / "samples" / dataset / model / filename
-            if source.exists():
-                with atomic_file(out / "figures" / f"{model}-{name}.png") as tmp:
-                    shutil.copyfile(source, tmp)
-                section.images.append((f"{model}: {name.replace('_', ' ')}", f"figures/{model}-{name}.png"))
-    return section if section.images else None
-
-
-def _training_curves(root: Path, out: Path, dataset: str, records: list[dict]) -> Section | None:
-    """One loss-per-epoch figure per model that logged any (closed-form models log none)."""
-    section = Section("Training curves", notes=["Training losses per epoch, as logged by the training loop. With "
-                                                "several seeds: the line is the mean over seeds, the shaded band "
-                                                "spans the seeds' minimum to maximum."])
-    for record in records:
-        model = record["model"]
-        path = root / "curves" / dataset / f"{model}.csv"
-        if not path.exists() or path.stat().st_size == 0:
-            continue
-        curve = pd.read_csv(path)
-        if curve.empty or "epoch" not in curve.columns or not set(curve.columns) - {"epoch", "seed"}:
-            continue
-        curve_figure(curve, f"{model} on {dataset}", out / "curves" / f"{model}.png")
-        section.images.append((model, f"curves/{model}.png"))
-    return section if section.images else None
-
-
 def _splits_text(meta: dict | None) -> str:
     if not meta or not meta.get("sizes"):
         return ""
@@ -103,6 +50,7 @@ def _splits_text(meta: dict | None) -> str:
 
 
 def _describe(dataset: str, meta: dict | None) -> str:
+    """One readable line: shape, levels, classes, where the images came from and any subset."""
     if not meta:
         return f"Dataset metadata (data/{dataset}/meta.json) not found."
     parts = []
@@ -111,11 +59,19 @@ def _describe(dataset: str, meta: dict | None) -> str:
     if meta.get("levels"):
         parts.append(f"{meta['levels']} intensity levels")
     if meta.get("num_classes"):
-        parts.append(f"{meta['num_classes']} classes")
-    if meta.get("source"):
-        parts.append(f"source: {meta['source']}")
+        names = meta.get("class_names") or []
+        shown = "" if not names or names == [str(i) for i in range(len(names))] else f" ({', '.join(names)})"
+        parts.append(f"{meta['num_classes']} classes{shown}")
+    source = meta.get("source")
+    if isinstance(source, dict):
+        parts.append(f"source: {source.get('origin', 'unknown')}" + (f", {source['path']}" if source.get("path") else ""))
+    elif source:
+        parts.append(f"source: {source}")
+    config = meta.get("config") or {}
+    subset = [f"{key} {config[key]}" for key in ("max_train", "max_test") if config.get(key)]
+    if subset:
+        parts.append("stratified subsets: " + ", ".join(subset) + " (not comparable with full-test-set results)")
     return "; ".join(parts) + "."
-
 
 
 def build_dataset_report(root: str | Path, out_dir: str | Path, dataset: str, models: Iterable[str]) -> dict[str, Any]:
@@ -123,8 +79,9 @@ def build_dataset_report(root: str | Path, out_dir: str | Path, dataset: str, mo
 
     Reads only the records of `models` (the models listed in params.yaml): a record on disk for another
     model is ignored, a listed model without a record is an error naming the file and its stage.
-    Writes leaderboard.csv, per_seed.csv, summary.json (the returned dict), README.md, index.html and
-    the samples/, figures/, curves/ images; the folder replaces the previous one in one rename.
+    Writes leaderboard.csv, per_seed.csv, summary.json (the returned dict), README.md, index.html, one page
+    per model under models/, the comparison data under plots/ and the figures under figures/, samples/ and
+    curves/; the folder replaces the previous one in one rename.
     Returns {"dataset", "models", "seeds", "splits", "best": [{"metric", "model", "value", "low", "high",
     "tied": [models], "text", ...}]}."""
     root, out_dir = Path(root), Path(out_dir)
@@ -143,15 +100,28 @@ def build_dataset_report(root: str | Path, out_dir: str | Path, dataset: str, mo
         "splits": (meta or {}).get("sizes"),
         "best": best_per_metric(board),
     }
+    image_shape = tuple((meta or {}).get("image_shape") or (1, 8, 8))
     with atomic_directory(out_dir) as out:
         write_text(out / "leaderboard.csv", board.to_csv(index=False))
         write_text(out / "per_seed.csv", per_seed_table(records, sha).to_csv(index=False))
+        glance = comparisons(out, dataset, board, (evaluator or {}).get("reference_fid"))
         sections = metric_sections(records, evaluator, tie_marks(board), sha, fid_warnings)
+        for section in sections:
+            section.links = {r["model"]: model_href(r["model"]) for r in records}
         published = published_section(dataset, board, sizes=(meta or {}).get("sizes"),
                                       hyperparameters={r["model"]: r.get("hyperparameters") or {} for r in records})
         sections += [published] if published else []
-        sections += [s for s in (_sample_grids(root, out, dataset, records), _figures(root, out, dataset, records),
-                                 _training_curves(root, out, dataset, records)) if s]
+        visuals = [s for s in (sample_grids(root, out, dataset, records, image_shape),
+                               model_figures(root, out, dataset, records, image_shape),
+                               training_curves(root, out, dataset, records)) if s]
+        sections = [*([glance] if glance else []), *sections, *visuals, models_section(records),
+                    provenance_section(records, evaluator, meta)]
+        per_model: dict[str, list[tuple[str, str]]] = {}
+        for section in visuals:
+            for caption, path in section.images:
+                model = Path(path).stem.split("-")[0]
+                per_model.setdefault(model, []).append((f"{section.title}: {caption}", path))
+        write_model_pages(out, dataset, records, per_model)
         _write_pages(out, dataset, meta, summary, sections)
         write_json(out / "summary.json", summary)
     return summary
@@ -175,15 +145,10 @@ def _write_pages(out: Path, dataset: str, meta: dict | None, summary: dict, sect
                 "[all datasets](../index.html)")
     write_text(out / "README.md", markdown(title, [p for p in (description, runs, links_md, best_md,
                                                                TIE_NOTE if best else "") if p], sections))
-    best_html = ("<ul>" + "".join(f"<li>{html.escape(line)}</li>" for line in best) + "</ul>"
-                 f'<p class="note">{html.escape(TIE_NOTE)}</p>') if best else ""
-    write_text(out / "index.html", html_page(title, [
-        f"<p>{html.escape(description)}</p>",
-        *([f"<p>{html.escape(runs)}</p>"] if runs else []),
-        '<p><a href="leaderboard.csv">leaderboard.csv</a> · <a href="per_seed.csv">per_seed.csv</a> · '
-        '<a href="README.md">Markdown version</a> · <a href="../index.html">all datasets</a></p>',
-        best_html,
-    ], sections))
+    links = [("leaderboard.csv", "leaderboard.csv"), ("per_seed.csv", "per_seed.csv"), ("Markdown version", "README.md"),
+             ("all datasets", "../index.html")]
+    write_text(out / "index.html", html_page(title, [p for p in (description, runs) if p], sections, links=links,
+                                             best=best, tie_note=TIE_NOTE if best else ""))
 
 
 def build_index(reports_dir: str | Path, datasets: Iterable[str]) -> None:
@@ -200,24 +165,40 @@ def build_index(reports_dir: str | Path, datasets: Iterable[str]) -> None:
 
 
 def _entry_page(datasets: Mapping[str, dict]) -> str:
-    body = []
+    """The cross-dataset summary: one row per headline metric, one column per dataset, each cell the best
+    model with its value and interval and how many others are tied with it; then each dataset's links."""
+    metrics = list(dict.fromkeys(b["metric"] for s in datasets.values() for b in s.get("best") or []))
+    rows = []
+    for metric in metrics:
+        row = {"metric": metric}
+        for dataset, summary in datasets.items():
+            best = next((b for b in summary.get("best") or [] if b["metric"] == metric), None)
+            if best is None:
+                row[dataset] = ""
+                continue
+            estimate = Est(best["value"], best.get("low"), best.get("high"))
+            width = [(estimate.high - estimate.low) / 2] if estimate.low is not None and estimate.high is not None else []
+            tied = f" (+{len(best['tied'])} tied: {', '.join(best['tied'])})" if best.get("tied") else " (no tie)"
+            row[dataset] = f"{best['model']}: {fmt_fixed(estimate, column_decimals([estimate.mean], width))}{tied}"
+        rows.append(row)
+    summary_section = Section("Best per metric", pd.DataFrame(rows), [
+        "Per dataset: the model with the best mean over seeds [its 95% interval], and the models whose intervals "
+        f"overlap it (tied). {TIE_NOTE} Numbers on different datasets are not comparable."])
+    sections = [summary_section] if rows else []
     for dataset, summary in datasets.items():
-        name = html.escape(dataset)
         splits = _splits_text({"sizes": summary.get("splits")})
         seeds = _seeds_text(summary)
-        body.append(f"<h2>{name}</h2>")
-        body.append(f"<p>{len(summary['models'])} models" + (f" · {html.escape(seeds)}" if seeds else "")
-                    + (f" · {html.escape(splits)}" if splits else "")
-                    + f' · <a href="{name}/index.html">report</a> · <a href="{name}/README.md">Markdown</a>'
-                    f' · <a href="{name}/leaderboard.csv">leaderboard.csv</a>'
-                    f' · <a href="{name}/per_seed.csv">per_seed.csv</a></p>')
-        items = [f"<li>{html.escape(best['text'])}</li>" for best in summary.get("best") or []]
-        body.append("<ul>" + "".join(items) + "</ul>" if items else "<p>No ranked metrics yet.</p>")
-    if not datasets:
-        body.append("<p>No datasets listed in params.yaml.</p>")
-    else:
-        body.append(f'<p class="note">Values: mean over seeds [95% interval]. {html.escape(TIE_NOTE)}</p>')
-    return html_page("genbench reports", body, [])
+        text = f"{len(summary['models'])} models" + (f" · {seeds}" if seeds else "") + (f" · {splits}" if splits else "")
+        section = Section(dataset, notes=[text] + [b["text"] for b in summary.get("best") or []])
+        section.images = []
+        section.links = {}
+        sections.append(section)
+    intro = ["No datasets listed in params.yaml."] if not datasets else [
+        "Values: mean over seeds [95% interval]. Each dataset's report has the full tables, figures and provenance."]
+    links = [link for d in datasets for link in ((f"{d} report", f"{d}/index.html"), (f"{d} Markdown", f"{d}/README.md"),
+                                                  (f"{d} leaderboard.csv", f"{d}/leaderboard.csv"),
+                                                  (f"{d} per_seed.csv", f"{d}/per_seed.csv"))]
+    return html_page("genbench reports", intro, sections, links=links)
 
 
 def run_report(params: dict[str, Any], dataset: str, root: str | Path = ".") -> dict[str, Any]:

@@ -13,7 +13,7 @@ from typing import Any
 import pandas as pd
 
 from genbench.report.records import interval, is_number, lookup
-from genbench.report.sections import Est, fmt
+from genbench.report.sections import Est, column_decimals, fmt_fixed
 from genbench.stats import tied_best
 
 # Leaderboard column -> dotted path in a record's summary (or top level). The columns DESIGN.md
@@ -213,6 +213,8 @@ def best_per_metric(board: pd.DataFrame) -> list[dict[str, Any]]:
             estimator = f" ({top['nll_estimator']})" if top["nll_estimator"] else ""
         ties = (f"; tied: {', '.join(entry['tied'])} ({TIE_WORDS})" if entry["tied"]
                 else "; no tie (no other model's 95% interval overlaps)")
-        entry["text"] = f"best {label}: {top['model']} {fmt(estimate)}{estimator}{ties}"
+        width = [(estimate.high - estimate.low) / 2] if estimate.low is not None and estimate.high is not None else []
+        entry["text"] = (f"best {label}: {top['model']} {fmt_fixed(estimate, column_decimals([estimate.mean], width))}"
+                         f"{estimator}{ties}")
         best.append(entry)
     return best

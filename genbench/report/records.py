@@ -74,7 +74,8 @@ def normalise(raw: dict, path: Path) -> dict[str, Any]:
     record["dataset"] = record["dataset"] or path.parent.name
     record["model"] = record["model"] or path.stem
     record.update(seeds=seeds, n_seeds=len(seeds) or len(per_seed), stage_seconds=raw.get("stage_seconds"),
-                  workers=raw.get("workers"), intervals=raw.get("intervals") or {}, per_seed=per_seed)
+                  workers=raw.get("workers"), intervals=raw.get("intervals") or {}, per_seed=per_seed,
+                  provenance=raw.get("provenance"))
     return record
 
 

@@ -1,34 +1,20 @@
-"""Sections -> Markdown and a self-contained HTML page; training-curve figures.
+"""Sections -> Markdown (pandas' `to_markdown`) and HTML (a Jinja2 template, templates/page.html.j2).
 
-Tables come from pandas (`to_markdown`, `to_html`); the page frame around them is a few lines of
-hand-written HTML, since no library here produces a report page.
+Table cells arrive formatted, `0.983 [0.981, 0.986] ★`; the HTML puts the interval on a second line,
+marks tied-best cells, and right-aligns numbers. Section anchors are GitHub's heading slugs, so the
+table of contents works in the HTML page and in the Markdown one alike.
 """
 
 from __future__ import annotations
 
-import html
 import re
+from pathlib import Path
 
+import jinja2
 import pandas as pd
-from matplotlib.figure import Figure
-from matplotlib.ticker import MaxNLocator
+from markupsafe import Markup, escape
 
-from genbench.io import atomic_file
-from genbench.report.sections import Section
-
-CSS = """
-body { font-family: system-ui, sans-serif; margin: 2em auto; max-width: 72em; padding: 0 1em; color: #222; }
-table { border-collapse: collapse; margin: 0.5em 0; font-size: 0.9em; }
-th, td { border: 1px solid #ccc; padding: 0.25em 0.6em; text-align: right; }
-th { background: #f3f3f3; }
-td:first-child, th:first-child { text-align: left; }
-.note { color: #555; font-size: 0.9em; max-width: 60em; }
-.warning { background: #fff4d6; border-left: 4px solid #e0a800; padding: 0.4em 0.8em; max-width: 60em; }
-figure { display: inline-block; margin: 0.5em 1em 0.5em 0; vertical-align: top; }
-figure img.samples { width: 256px; image-rendering: pixelated; }
-figure img.curve { width: 420px; }
-figcaption { text-align: center; font-size: 0.9em; }
-"""
+from genbench.report.sections import STAR, Section
 
 
 def _md_cell(text: str) -> str:
@@ -54,6 +40,8 @@ def markdown(title: str, intro: list[str], sections: list[Section]) -> str:
     lines = [f"# {title}", ""]
     for paragraph in intro:
         lines += [paragraph, ""]
+    if sections:
+        lines += ["Contents: " + " · ".join(f"[{s.title}](#{s.anchor})" for s in sections), ""]
     for section in sections:
         lines += [f"## {section.title}", ""]
         if section.table is not None and not section.table.empty:
@@ -67,53 +55,32 @@ def markdown(title: str, intro: list[str], sections: list[Section]) -> str:
     return "\n".join(lines)
 
 
-def html_page(title: str, intro_html: list[str], sections: list[Section]) -> str:
-    """A single page with inline CSS; every text from a record is escaped."""
-    body = [f"<h1>{html.escape(title)}</h1>", *intro_html]
-    for section in sections:
-        body.append(f"<h2>{html.escape(section.title)}</h2>")
-        if section.table is not None and not section.table.empty:
-            body.append(section.table.to_html(index=False, escape=True, border=0))
-        body += [f'<p class="warning"><b>Warning:</b> {html.escape(w)}</p>' for w in section.warnings]
-        body += [f'<p class="note">{html.escape(n)}</p>' for n in section.notes]
-        for caption, path in section.images:
-            css_class = "samples" if path.startswith("samples/") else "curve"
-            body.append(f'<figure><img class="{css_class}" src="{html.escape(path)}" alt="{html.escape(caption)}">'
-                        f"<figcaption>{html.escape(caption)}</figcaption></figure>")
-    return (f'<!DOCTYPE html>\n<html lang="en">\n<head>\n<meta charset="utf-8">\n<title>{html.escape(title)}</title>\n'
-            f"<style>{CSS}</style>\n</head>\n<body>\n" + "\n".join(body) + "\n</body>\n</html>\n")
+_ENV = jinja2.Environment(loader=jinja2.FileSystemLoader(Path(__file__).parent / "templates"),
+                          autoescape=True, trim_blocks=True, lstrip_blocks=True, undefined=jinja2.StrictUndefined)
+_CELL = re.compile(r"^(?P<value>.*?)(?: (?P<ci>\[[^\]]*\]))?(?P<star> ★)?$")
 
 
-def curve_figure(curve: pd.DataFrame, title: str, path) -> None:
-    """One line per loss column against epoch, written atomically as PNG. With a `seed` column (one
-    row per seed and epoch), the line is the mean over seeds and a shaded band spans their min to max.
+def _cell(value, links: dict | None = None) -> Markup:
+    """One <td>: numbers right-aligned with their interval on a second line, tied-best cells marked,
+    model names linked to their page."""
+    text = str(value)
+    if links and text in links:
+        return Markup('<td class="text"><a href="{}">{}</a></td>').format(links[text], text)
+    if not _is_number(text):
+        return Markup('<td class="text">{}</td>').format(text)
+    parts = _CELL.match(text)
+    css = "num best" if parts["star"] else "num"
+    inner = escape(parts["value"]) + (Markup(" ") + STAR if parts["star"] else "")
+    if parts["ci"]:
+        inner += Markup('<span class="ci">{}</span>').format(parts["ci"])
+    return Markup('<td class="{}">{}</td>').format(css, inner)
 
-    `Figure` (not pyplot) renders with Agg and keeps no global state, so no display is needed."""
-    losses = [c for c in curve.columns if c not in ("epoch", "seed")]
-    fig = Figure(figsize=(5.6, 3.4), layout="constrained")
-    ax = fig.subplots()
-    n_seeds = curve["seed"].nunique() if "seed" in curve.columns else 1
-    by_epoch = curve.groupby("epoch")
-    for i, name in enumerate(losses):
-        if n_seeds > 1:
-            stats = by_epoch[name].agg(["mean", "min", "max"])
-            color = f"C{i % 10}"
-            ax.plot(stats.index, stats["mean"], color=color, label=f"{name} (mean of {n_seeds} seeds)",
-                    marker="." if len(stats) < 30 else None)
-            ax.fill_between(stats.index, stats["min"], stats["max"], color=color, alpha=0.2, linewidth=0)
-        else:
-            ax.plot(curve["epoch"], curve[name], label=name, marker="." if len(curve) < 30 else None)
-    values = curve[losses].to_numpy(dtype=float)
-    # Losses spanning orders of magnitude (e.g. an ELBO falling from its start) read better on a log axis.
-    finite = values[~pd.isna(values)]
-    if len(finite) and (finite > 0).all() and finite.max() / finite.min() > 100:
-        ax.set_yscale("log")
-    ax.xaxis.set_major_locator(MaxNLocator(integer=True))
-    ax.set_xlabel("epoch")
-    ax.set_ylabel("loss")
-    ax.set_title(title)
-    ax.grid(alpha=0.3)
-    if losses:
-        ax.legend(fontsize="small")
-    with atomic_file(path) as tmp:
-        fig.savefig(tmp, format="png", dpi=100)
+
+_ENV.filters["cell"] = _cell
+
+
+def html_page(title: str, intro: list[str], sections: list[Section], *, links: list[tuple[str, str]] = (),
+              best: list[str] = (), tie_note: str = "") -> str:
+    """A single self-contained page (inline CSS, relative links); every text is escaped by the template."""
+    return _ENV.get_template("page.html.j2").render(title=title, intro=intro, sections=sections, links=list(links),
+                                                    best=list(best), tie_note=tie_note)

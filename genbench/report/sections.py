@@ -23,6 +23,11 @@ STAR = "★"
 TIE_NOTE = f"{STAR} best mean, and every model whose 95% interval overlaps the best one's: tied."
 
 
+def slug(title: str) -> str:
+    """GitHub's heading anchor: lower case, punctuation dropped, spaces to hyphens."""
+    return re.sub(r"[^\w\- ]", "", title.lower()).replace(" ", "-")
+
+
 @dataclass
 class Section:
     title: str
@@ -30,6 +35,11 @@ class Section:
     notes: list[str] = field(default_factory=list)
     warnings: list[str] = field(default_factory=list)
     images: list[tuple[str, str]] = field(default_factory=list)  # (caption, path relative to the page)
+    links: dict[str, str] = field(default_factory=dict)  # cell text -> href (model names -> their pages)
+
+    @property
+    def anchor(self) -> str:
+        return slug(self.title)
 
 
 @dataclass
@@ -60,6 +70,34 @@ def fmt(value: Any, digits: int = 4) -> str:
     return str(value)
 
 
+def column_decimals(values: list[Any], widths: list[float] = ()) -> int:
+    """Fixed decimals for a column of numbers, from the median magnitude of its values (one outlier does
+    not set the precision of the rest): below 1 -> 3, below 10 -> 2, below 1000 -> 1, else 0; more (up
+    to 4) where the median interval half-width in `widths` would otherwise print as zero."""
+    magnitudes = sorted(abs(v) for v in values if isinstance(v, float) and math.isfinite(v))
+    if not magnitudes:
+        return 3
+    median = magnitudes[len(magnitudes) // 2]
+    decimals = 3 if median < 1 else 2 if median < 10 else 1 if median < 1000 else 0
+    positive = sorted(w for w in widths if math.isfinite(w) and w > 0)
+    if positive:
+        decimals = max(decimals, min(4, -math.floor(math.log10(positive[len(positive) // 2]))))
+    return decimals
+
+
+def fmt_fixed(value: Any, decimals: int) -> str:
+    """A cell with `decimals` fixed decimals (an `Est` as `mean [low, high]`, ★ when tied-best);
+    integers, text and booleans as they are; empty when missing."""
+    if isinstance(value, Est):
+        text = f"{value.mean:.{decimals}f}"
+        if value.low is not None and value.high is not None:
+            text += f" [{value.low:.{decimals}f}, {value.high:.{decimals}f}]"
+        return text + (f" {STAR}" if value.tied else "")
+    if isinstance(value, float) and math.isfinite(value):
+        return f"{value:.{decimals}f}"
+    return fmt(value)
+
+
 def est(record: dict, path: str, tie: str | None = None, ties: set | frozenset = frozenset()) -> Est | Any:
     """The summary value at `path` as an `Est` (its interval, and tied when (model, tie) is in `ties`);
     non-numeric values are returned as they are."""
@@ -78,8 +116,9 @@ def _mean(value: Any) -> Any:
 
 
 def _method(text: str) -> str:
-    """"95% interval: Student t over 3 seeds" -> "Student t over 3 seeds" (the note already says 95%)."""
-    return re.sub(r"^\s*95% interval:\s*", "", text)
+    """"95% interval: Student t over 3 seeds" -> "Student t over 3 seeds" (the note already says 95%; a
+    cell whose seeds agreed exactly used the same method, with zero spread)."""
+    return re.sub(r"^\s*95% interval:\s*", "", text).replace(" (all equal: zero spread)", "")
 
 
 def interval_notes(rows: list[dict[str, Any]]) -> list[str]:
@@ -93,7 +132,7 @@ def interval_notes(rows: list[dict[str, Any]]) -> list[str]:
     methods: dict[str, list[str]] = {}
     for column, value in cells:
         if value.method and value.low is not None:
-            columns = methods.setdefault(value.method, [])
+            columns = methods.setdefault(_method(value.method), [])
             if column not in columns:
                 columns.append(column)
     if len(methods) == 1:
@@ -113,12 +152,37 @@ def short_hash(sha: Any) -> str:
     return str(sha)[:12] if sha else "?"
 
 
+def format_columns(table: pd.DataFrame) -> pd.DataFrame:
+    """Every cell as text, with fixed decimals per column (`column_decimals`)."""
+    out = {}
+    for column in table.columns:
+        values = list(table[column])
+        widths = [(v.high - v.low) / 2 for v in values if isinstance(v, Est) and v.low is not None and v.high is not None]
+        decimals = column_decimals([float(_mean(v)) for v in values if isinstance(_mean(v), float)], widths)
+        out[column] = [fmt_fixed(v, decimals) for v in values]
+    return pd.DataFrame(out, columns=table.columns)
+
+
 def ranked_table(rows: list[dict[str, Any]], by: str, *, ascending: bool) -> pd.DataFrame:
     """Sort raw rows by their main metric (missing values last), then format every cell."""
-    table = pd.DataFrame(rows)
+    keys = list(dict.fromkeys(k for row in rows for k in row))
+    # object columns: a count with a missing cell must stay an integer, not become a float with NaN
+    table = pd.DataFrame({k: pd.Series([row.get(k) for row in rows], dtype=object) for k in keys})
     table = table.sort_values(by, ascending=ascending, na_position="last", kind="stable",
                               key=lambda column: pd.to_numeric(column.map(_mean), errors="coerce"))
-    return table.map(fmt).reset_index(drop=True)
+    return format_columns(table.reset_index(drop=True))
+
+
+def drop_constant_columns(section: Section) -> None:
+    """Protocol columns with one value in every row (split, n, reference split, ...) become one note line."""
+    table = section.table
+    if table is None or len(table) < 2:
+        return
+    constant = [c for c in table.columns if c not in ("model", "kind") and "↑" not in c and "↓" not in c
+                and table[c].nunique() == 1 and table[c].iloc[0] != ""]
+    if constant:
+        section.table = table.drop(columns=constant)
+        section.notes.append("Every row: " + "; ".join(f"{c} {table[c].iloc[0]}" for c in constant) + ".")
 
 
 def absent_note(records: list[dict], key: str, what: str) -> list[str]:
@@ -126,8 +190,10 @@ def absent_note(records: list[dict], key: str, what: str) -> list[str]:
     missing = [r for r in records if not r.get(key)]
     if not missing:
         return []
-    reasons = [f"{r['model']} ({(r.get('not_applicable') or {}).get(key, 'not measured')})" for r in missing]
-    return [f"No {what}: " + "; ".join(reasons) + "."]
+    by_reason: dict[str, list[str]] = {}
+    for r in missing:
+        by_reason.setdefault((r.get("not_applicable") or {}).get(key, "not measured"), []).append(r["model"])
+    return [f"No {what}: " + "; ".join(f"{', '.join(models)} ({reason})" for reason, models in by_reason.items()) + "."]
 
 
 def classification(records: list[dict], ties: set = frozenset()) -> list[Section]:
@@ -276,7 +342,8 @@ def sample_quality(records: list[dict], evaluator: dict | None, ties: set = froz
             if reference.get("low") is not None and reference.get("high") is not None:
                 cell += f" [{fmt(reference['low'])}, {fmt(reference['high'])}]"
             row = {"model": "real data (reference)", "FID ↓": cell,
-                   "n generated (images)": reference.get("n_generated"), "n reference (images)": reference.get("n_reference"),
+                   "n generated (images)": fmt(reference.get("n_generated")),
+                   "n reference (images)": fmt(reference.get("n_reference")),
                    "reference split": reference.get("reference_split", "")}
             table = pd.concat([pd.DataFrame([row]), table], ignore_index=True).fillna("")
             if reference.get("method"):
@@ -374,7 +441,7 @@ def other_metrics(records: list[dict]) -> list[Section]:
                  "unit": v.get("unit", "") if isinstance(v, dict) else "",
                  "description": v.get("description", "") if isinstance(v, dict) else ""} for name, v in extra.items()]
         notes = interval_notes(rows)
-        sections.append(Section(f"Other metrics: {r['model']}", pd.DataFrame(rows).map(fmt), notes))
+        sections.append(Section(f"Other metrics: {r['model']}", pd.DataFrame(rows).map(fmt), notes))  # mixed units: 4 s.f.
     return sections
 
 
@@ -412,6 +479,9 @@ def cost(records: list[dict], evaluator: dict | None = None) -> list[Section]:
 def metric_sections(records: list[dict], evaluator: dict | None, ties: set = frozenset(),
                     reference_sha: str | None = None, fid_warnings: list[str] | None = None) -> list[Section]:
     """Every metric family's sections; `ties` = {(model, leaderboard column)} of tied-best cells."""
-    return [*classification(records, ties), *likelihood(records, ties),
-            *sample_quality(records, evaluator, ties, reference_sha, fid_warnings),
-            *anomaly(records, ties), *representation(records, ties), *other_metrics(records), *cost(records, evaluator)]
+    sections = [*classification(records, ties), *likelihood(records, ties),
+                *sample_quality(records, evaluator, ties, reference_sha, fid_warnings),
+                *anomaly(records, ties), *representation(records, ties), *other_metrics(records), *cost(records, evaluator)]
+    for section in sections:
+        drop_constant_columns(section)
+    return sections
