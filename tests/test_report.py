@@ -414,3 +414,18 @@ def test_published_numbers_sit_beside_genbenchs_with_the_protocol_difference():
     assert "same C=10.0" in as_run["SVC, RBF kernel, C=10"]
     mnist = published_section("mnist", pd.DataFrame([{"model": "rbm", "nll_nats": 90.0, "nll_space": "binary"}])).table
     assert "rbm: 90" in mnist.set_index("published").loc["86.34", "genbench (mean [95% interval])"]
+
+
+def test_comparison_plots_for_dvc_and_the_page_carry_the_leaderboard_intervals(report):
+    _, out, _ = report
+    digits = out / "digits"
+    board = pd.read_csv(digits / "leaderboard.csv").set_index("model")
+    accuracy = pd.read_csv(digits / "plots" / "accuracy.csv").set_index("model")
+    assert set(accuracy.index) == set(board.index[board["accuracy"].notna()])
+    for model, row in accuracy.iterrows():
+        assert row["mean"] == board.loc[model, "accuracy"] and row["low"] == board.loc[model, "accuracy_ci_low"]
+        assert bool(row["tied_best"]) == bool(board.loc[model, "accuracy_tied_best"])
+    page = (digits / "index.html").read_text()
+    assert 'src="figures/compare-accuracy.svg"' in page and 'id="at-a-glance"' in page and 'href="#at-a-glance"' in page
+    svg = (digits / "figures" / "compare-accuracy.svg").read_text()
+    assert "test accuracy (higher is better)" in svg and "cnn ★" in svg  # tied-best models starred in the figure

@@ -229,9 +229,11 @@ def labelled_grid(source: Path, layout: dict, path: Path, *, xlabel: str, ylabel
     from PIL import Image
 
     image = np.asarray(Image.open(source).convert("RGB"))
-    pad, per_row = int(layout.get("padding", 1)), int(layout["per_row"])
-    rows = math.ceil(int(layout["n"]) / per_row)
     height, width = int(image_shape[-2]), int(image_shape[-1])
+    pad = int(layout.get("padding", 1))
+    # a layout without counts (an older info.json): read them off the grid's size
+    per_row = int(layout.get("per_row") or (image.shape[1] - pad) // (width + pad))
+    rows = math.ceil(int(layout["n"]) / per_row) if layout.get("n") else (image.shape[0] - pad) // (height + pad)
     scale = max(1, min(8, max_width_px // image.shape[1]))  # screen pixels per image pixel
     row_labels, column_labels = layout.get("row_labels") or [], layout.get("column_labels") or []
     margin_left = 1.6 if row_labels else 0.6

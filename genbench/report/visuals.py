@@ -4,7 +4,6 @@ figures and training curves. Each builder writes its images under the report fol
 
 from __future__ import annotations
 
-import math
 from pathlib import Path
 
 import pandas as pd
@@ -108,7 +107,7 @@ def sample_grids(root: Path, out: Path, dataset: str, records: list[dict], image
         info = _info(root, dataset, model)
         grid = root / "samples" / dataset / model / "grid.png"
         if grid.exists():
-            layout = info.get("grid") or {"per_row": 10, "n": 100, "padding": 1}
+            layout = info.get("grid") or {"padding": 1}
             conditional = bool(info.get("conditional"))
             target = out / "samples" / f"{model}.svg"
             labelled_grid(grid, layout, target, image_shape=image_shape, title=f"{model}: samples"
@@ -144,7 +143,7 @@ def model_figures(root: Path, out: Path, dataset: str, records: list[dict], imag
             source = root / "samples" / dataset / model / filename
             if not source.exists():
                 continue
-            layout = layouts.get(name) or {"per_row": 10, "n": 10 * math.ceil(1), "padding": 1}
+            layout = layouts.get(name) or {"padding": 1}
             xlabel, ylabel = FIGURE_AXES.get(name, ("column", "row"))
             target = out / "figures" / f"{model}-{name}.svg"
             labelled_grid(source, layout, target, image_shape=image_shape, xlabel=xlabel, ylabel=ylabel,
