@@ -158,7 +158,7 @@ def training_curves(root: Path, out: Path, dataset: str, records: list[dict]) ->
         "Per epoch, as logged by the shared training loop: solid lines on the training batches, dashed lines on "
         "held-out validation images (the first 1000 of the validation split, after each epoch, never trained on). "
         "Line: mean over seeds; band: the seeds' minimum to maximum."])
-    short = []
+    short, no_val = [], []
     for record in records:
         model = record["model"]
         path = root / "curves" / dataset / f"{model}.csv"
@@ -170,8 +170,14 @@ def training_curves(root: Path, out: Path, dataset: str, records: list[dict]) ->
         if curve_epochs(curve) < 2:
             short.append(f"{model} ({curve_epochs(curve)} logged step)")
             continue
+        if not any(c.startswith("val_") for c in curve.columns):
+            no_val.append(model)
         curve_figure(curve, model, out / "curves" / f"{model}.svg")
         section.images.append((model, f"curves/{model}.svg"))
     if short:
         section.notes.append("Not drawn, with fewer than two logged epochs: " + ", ".join(short) + ".")
+    if no_val:
+        section.notes.append(f"No validation line for {', '.join(no_val)}: their fit logs none (an adversarial "
+                             "model's losses score a game against the current discriminator, which held-out images "
+                             "cannot check; scikit-learn's MLP reports its training loss only).")
     return section if section.images else None
