@@ -398,7 +398,7 @@ def test_published_numbers_sit_beside_genbenchs_with_the_protocol_difference():
                           {"model": "knn", "accuracy": float("nan")}])
     table = published_section("fashion_mnist", board).table.set_index("method")
     assert table.loc["SVC, RBF kernel, C=10", "published"] == "0.897"
-    assert table.loc["SVC, RBF kernel, C=10", "genbench (mean [95% interval])"] == "svm: 0.9 [0.89, 0.91]"
+    assert table.loc["SVC, RBF kernel, C=10", "genbench (mean [95% interval])"] == "svm: 0.900 [0.890, 0.910]"
     assert table.loc["GaussianNB", "genbench (mean [95% interval])"] == "gaussian_nb: not run"
     assert "p: 1" not in table.loc["KNeighborsClassifier, k=5, p=1", "protocol difference"]  # no record: no hint
     assert all(row["protocol difference"] for row in table.reset_index().to_dict("records"))

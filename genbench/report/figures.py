@@ -223,7 +223,7 @@ def curve_epochs(curve: pd.DataFrame) -> int:
 
 
 def labelled_grid(source: Path, layout: dict, path: Path, *, xlabel: str, ylabel: str, title: str,
-                  image_shape: tuple[int, ...], max_width_px: int = 380) -> None:
+                  image_shape: tuple[int, ...], width_px: int = 480) -> None:
     """The torchvision grid `source` (layout: per_row, n, padding, row_labels?, column_labels?) drawn
     with its rows and columns labelled, at a whole number of screen pixels per image pixel, unsmoothed."""
     from PIL import Image
@@ -234,7 +234,7 @@ def labelled_grid(source: Path, layout: dict, path: Path, *, xlabel: str, ylabel
     # a layout without counts (an older info.json): read them off the grid's size
     per_row = int(layout.get("per_row") or (image.shape[1] - pad) // (width + pad))
     rows = math.ceil(int(layout["n"]) / per_row) if layout.get("n") else (image.shape[0] - pad) // (height + pad)
-    scale = max(1, min(8, max_width_px // image.shape[1]))  # screen pixels per image pixel
+    scale = max(1, min(8, round(width_px / image.shape[1])))  # whole screen pixels per image pixel
     row_labels, column_labels = layout.get("row_labels") or [], layout.get("column_labels") or []
     margin_left = 1.6 if row_labels else 0.6
     dpi = 100

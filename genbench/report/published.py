@@ -11,7 +11,7 @@ from dataclasses import dataclass
 
 import pandas as pd
 
-from genbench.report.sections import Section, fmt
+from genbench.report.sections import Est, Section, column_decimals, fmt_fixed
 
 
 @dataclass(frozen=True)
@@ -76,10 +76,10 @@ def _genbench_cell(board: pd.DataFrame, model: str | None, metric: str) -> str:
     row = board.loc[model]
     if metric == "nll_nats" and row.get("nll_space") != "binary":
         return f"{model}: not in the binary space"
-    cell = f"{model}: {fmt(row[metric])}"
-    if pd.notna(row.get(f"{metric}_ci_low")) and pd.notna(row.get(f"{metric}_ci_high")):
-        cell += f" [{fmt(row[f'{metric}_ci_low'])}, {fmt(row[f'{metric}_ci_high'])}]"
-    return cell
+    low, high = row.get(f"{metric}_ci_low"), row.get(f"{metric}_ci_high")
+    estimate = Est(float(row[metric]), float(low) if pd.notna(low) else None, float(high) if pd.notna(high) else None)
+    width = [(estimate.high - estimate.low) / 2] if estimate.low is not None and estimate.high is not None else []
+    return f"{model}: {fmt_fixed(estimate, column_decimals([estimate.mean], width))}"
 
 
 def _protocol_cell(entry: Published, sizes: dict | None, hyperparameters: dict) -> str:

@@ -52,10 +52,11 @@ def comparisons(out: Path, dataset: str, board: pd.DataFrame, floor: dict | None
         if name == "fid" and floor and floor.get("value") is not None:
             reference = {"value": floor["value"], "low": floor.get("low"), "high": floor.get("high"),
                          "label": f"real data {floor['value']:.1f}"}
-        title = f"{dataset}: {label}" + (" (binary space only: NLLs of other spaces are not comparable)" if space else "")
+        title = f"{dataset}: {label}"
         interval_plot(rows, title=title, xlabel=label, higher=higher, reference=reference,
                       path=out / "figures" / f"compare-{name}.svg")
         caption = f"{label}, per model, 95% intervals" + (
+            " (binary space only: NLLs of other spaces are not comparable with these)" if space else "") + (
             "; dashed line and band: two real-data samples of the same size (the floor)" if reference else "")
         section.images.append((caption, f"figures/compare-{name}.svg"))
 
