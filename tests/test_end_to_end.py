@@ -100,7 +100,7 @@ def test_leaderboard_has_every_row_and_allowed_metric(repo):
     assert set(per_seed["seed"]) == {0, 1} and set(per_seed["model"]) == set(params["models"])
     for page in ("reports/index.html", "reports/digits/index.html", "reports/digits/README.md"):
         assert (repo / page).stat().st_size > 0, page
-    assert (repo / "reports" / "digits" / "samples" / "dcgan.png").exists()
+    assert (repo / "reports" / "digits" / "samples" / "dcgan.svg").exists()
 
 
 def test_editing_one_model_reruns_only_that_model_and_the_reports(repo):
