@@ -21,6 +21,8 @@ STAGES = {
     "prepare": ("genbench.data.prepare", "run_prepare", ("dataset",)),
     "evaluator": ("genbench.evaluator", "run_evaluator", ("dataset",)),
     "model": ("genbench.runner", "run_model", ("dataset", "model")),
+    "learning_curve": ("genbench.studies", "run_learning_curve", ("dataset", "model")),
+    "augmentation": ("genbench.studies", "run_augmentation", ("dataset", "model")),
     "report": ("genbench.report", "run_report", ("dataset",)),
     "index": ("genbench.report", "run_index", ()),
 }
@@ -36,6 +38,9 @@ def main(argv: list[str] | None = None) -> int:
         "prepare": "cut the fixed splits of a dataset",
         "evaluator": "check the pinned FID feature network of a dataset (train one if there is none)",
         "model": "train, sample and evaluate a model on a dataset, once per seed",
+        "learning_curve": "fit a classifier on stratified subsets of the training split, once per seed",
+        "augmentation": "fit the augmentation classifier on a real subset plus a generator's samples "
+                        "(model real_only: on real images only)",
         "report": "write reports/<dataset>/",
         "index": "write reports/index.html",
     }

@@ -37,6 +37,8 @@ ENTRY_MODULES = {
     "prepare": ("stages/prepare.py", ["genbench.data.prepare"]),
     "evaluator": ("stages/evaluator.py", ["genbench.evaluator"]),
     "model": ("stages/model.py", ["genbench.runner"]),
+    "learning_curve": ("stages/learning_curve.py", ["genbench.studies"]),
+    "augmentation": ("stages/augmentation.py", ["genbench.studies"]),
     "report": ("stages/report.py", ["genbench.report"]),
     "index": ("stages/index.py", ["genbench.report"]),
 }
@@ -116,10 +118,19 @@ COMPARISON_PLOTS = {
 }
 
 
-def stage_code(kind: str, model: str | None = None) -> list[str]:
+# Stages that check the generated pipelines are current (genbench.dvc_pipelines.check_current): the studies'
+# stage lists depend on what each model can do (genbench.studies.study_models), which builds every model.
+CHECKS_PIPELINES = ("check", "report", "index")
+
+
+def stage_code(kind: str, model: str | list[str] | None = None) -> list[str]:
     script, modules = ENTRY_MODULES[kind]
-    if model is not None:
-        modules = [*modules, f"genbench.models.{model}"]
+    if kind in CHECKS_PIPELINES:
+        from genbench.models import model_names  # the registry's files, found without importing them
+
+        modules = [*modules, *(f"genbench.models.{name}" for name in model_names())]
+    for name in [model] if isinstance(model, str) else model or []:
+        modules = [*modules, f"genbench.models.{name}"]
     return sorted(set(script_files(script)) | set(module_files(modules)) | set(STAGE_DATA.get(kind, [])))
 
 
@@ -139,10 +150,22 @@ CHECKED_TEXT = ("params.yaml was checked: every dataset and model under it is re
                 "pipelines are current.\n")
 
 
-def dataset_pipeline(dataset: str, models: list[str], overrides: dict | None = None) -> dict:
-    """`overrides`: params.yaml's `overrides.<dataset>`; a stage tracks the override keys it reads."""
+def dataset_pipeline(dataset: str, models: list[str], overrides: dict | None = None,
+                     studies: dict[str, list[str]] | None = None, classifier: str | None = None) -> dict:
+    """`overrides`: params.yaml's `overrides.<dataset>`; a stage tracks the override keys it reads.
+    `studies`: study -> its models (genbench.studies.study_models); `classifier`: the augmentation classifier."""
     overrides = overrides or {}
+    studies = studies or {}
     tracked = {key: [f"overrides.{dataset}.{key}"] if key in overrides else [] for key in ("evaluator", "protocol")}
+
+    def model_params(model: str) -> list[str]:
+        return [f"models.{model}",
+                *([f"overrides.{dataset}.models.{model}"] if model in (overrides.get("models") or {}) else [])]
+
+    def study_params(study: str) -> list[str]:
+        return [f"studies.{study}",
+                *([f"overrides.{dataset}.studies.{study}"] if study in (overrides.get("studies") or {}) else [])]
+
     stages = {
         # depends on CHECKED: a misspelt or removed model gets genbench's message before DVC's "missing params"
         "prepare": _stage(f"python stages/prepare.py {dataset}", [*stage_code("prepare"), CHECKED],
@@ -158,16 +181,25 @@ def dataset_pipeline(dataset: str, models: list[str], overrides: dict | None = N
         stages[model] = _stage(
             f"python stages/model.py {dataset} {model}",
             [*stage_code("model", model), f"data/{dataset}", f"evaluators/{dataset}"],
-            ["seeds", "device", "protocol", *tracked["protocol"], f"models.{model}",
-             *([f"overrides.{dataset}.models.{model}"] if model in (overrides.get("models") or {}) else [])],
+            ["seeds", "device", "protocol", *tracked["protocol"], *model_params(model)],
             [f"models/{dataset}/{model}", {f"samples/{dataset}/{model}": {"cache": False}}],
             metrics=[{f"metrics/{dataset}/{model}.json": {"cache": False}}],
             plots=[{f"curves/{dataset}/{model}.csv": {"cache": False, "x": "epoch"}}],
         )
+    study_outputs = []
+    for study, names in studies.items():
+        for model in names:
+            fitted = [model] if study == "learning_curve" else [m for m in (model, classifier) if m != "real_only"]
+            out = f"studies/{dataset}/{study}/{model}.json"
+            stages[f"{study}-{model}"] = _stage(
+                f"python stages/{study}.py {dataset} {model}", [*stage_code(study, fitted), f"data/{dataset}"],
+                ["seeds", "device", *study_params(study), *(p for m in fitted for p in model_params(m))],
+                [{out: {"cache": False}}])
+            study_outputs.append(out)
     stages["report"] = _stage(
         f"python stages/report.py {dataset}",
         [*stage_code("report"), f"data/{dataset}", f"evaluators/{dataset}", f"metrics/{dataset}",
-         f"samples/{dataset}", f"curves/{dataset}"],
+         f"samples/{dataset}", f"curves/{dataset}", *study_outputs],
         ["models"],
         [{f"reports/{dataset}": {"cache": False}}],
     )
@@ -207,8 +239,14 @@ def expected_files(params: dict[str, Any]) -> dict[str, str]:
     check_selection(params)
     datasets, models = list(params.get("datasets") or {}), list(params.get("models") or {})
     files = {"dvc.yaml": _dump(root_pipeline(datasets))}
+    from genbench.pipeline import dataset_params
+    from genbench.studies import STUDIES, settings, study_models
+
     for dataset in datasets:
-        files[f"pipelines/{dataset}/dvc.yaml"] = _dump(dataset_pipeline(dataset, models, overrides_of(params, dataset)))
+        studies = {study: study_models(params, dataset, study) for study in STUDIES}
+        classifier = settings(dataset_params(params, dataset), "augmentation")["classifier"]
+        files[f"pipelines/{dataset}/dvc.yaml"] = _dump(dataset_pipeline(dataset, models, overrides_of(params, dataset),
+                                                                         studies, classifier))
     return files
 
 
@@ -270,7 +308,7 @@ def check_declared(kind: str, dataset: str | None, model: str | None, root: str 
     pipeline = root / ("dvc.yaml" if kind in ("check", "index") else f"pipelines/{dataset}/dvc.yaml")
     if not pipeline.exists():
         return  # run by hand outside a generated pipeline: nothing to check against
-    stage_name = model if kind == "model" else kind
+    stage_name = model if kind == "model" else f"{kind}-{model}" if kind in ("learning_curve", "augmentation") else kind
     stage = (yaml.safe_load(pipeline.read_text()).get("stages") or {}).get(stage_name)
     if stage is None:
         raise ConfigError(f"{pipeline} has no stage '{stage_name}': run `uv run genbench pipelines`")

@@ -1,6 +1,7 @@
 """What the stages share: where outputs go, and reading params.yaml's common sections with errors that
 name the key. The stage functions live next to what they run: `genbench.data.prepare.run_prepare`,
-`genbench.evaluator.run_evaluator`, `genbench.runner.run_model`, `genbench.report.run_report` and
+`genbench.evaluator.run_evaluator`, `genbench.runner.run_model`, `genbench.studies.run_learning_curve` and
+`run_augmentation`, `genbench.report.run_report` and
 `run_index` (the CLI's table `genbench.cli.STAGES`). Each writes its outputs atomically.
 
 Outputs (relative to the repository root):
@@ -10,6 +11,7 @@ Outputs (relative to the repository root):
   samples/<dataset>/<model>/            grid.png, figure-*.png, info.json        (model stage)
   curves/<dataset>/<model>.csv          training curves, one per seed            (model stage)
   metrics/<dataset>/<model>.json        per-seed records, means, 95% intervals   (model stage)
+  studies/<dataset>/<study>/<model>.json  learning curves, augmentation          (learning_curve, augmentation)
   reports/<dataset>/, reports/index.html                                         (report, index)
 """
 
@@ -43,6 +45,9 @@ class Paths:
     def metrics(self, dataset: str, model: str) -> Path:
         return self.root / "metrics" / dataset / f"{model}.json"
 
+    def study(self, dataset: str, study: str, model: str) -> Path:
+        return self.root / "studies" / dataset / study / f"{model}.json"
+
     def report(self, dataset: str) -> Path:
         return self.root / "reports" / dataset
 
@@ -68,7 +73,7 @@ def check_selection(params: dict[str, Any], dataset: str | None = None, model: s
 
 # What `overrides.<dataset>` may set: the same model needs other epochs or widths on 28x28 or 32x32x3
 # images than on 8x8 digits, and the feature network and protocol may need other settings too.
-OVERRIDABLE = ("models", "evaluator", "protocol")
+OVERRIDABLE = ("models", "evaluator", "protocol", "studies")
 
 
 def overrides_of(params: dict[str, Any], dataset: str | None = None) -> dict[str, Any]:

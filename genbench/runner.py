@@ -213,14 +213,17 @@ def worker_count(device: torch.device, tasks: int) -> int:
     return max(1, min(len(os.sched_getaffinity(0)), tasks))
 
 
-def run_tasks(tasks: list[tuple], workers: int, label: str) -> list[dict]:
-    """Every task's result, in the order given; workers > 1 forks that many single-threaded processes."""
+def run_tasks(tasks: list[tuple], workers: int, label: str, run: Any = None) -> list[dict]:
+    """Every task's result, in the order given; workers > 1 forks that many single-threaded processes.
+    `run(task)`: a module-level function (default: this stage's seed and one-class tasks)."""
+    run = run or _run
     results: dict[tuple, dict] = {}
     start = time.perf_counter()
 
     def done(task: tuple, result: dict) -> None:
         results[task] = result
-        what = f"seed {task[1]}" if task[0] == "seed" else f"seed {task[1]}, normal class {task[2]}"
+        what = (f"seed {task[1]}" if task[0] == "seed" else f"seed {task[1]}, normal class {task[2]}"
+                if task[0] == "one_class" else ", ".join(map(str, task)))
         print(f"{label}: {what} done ({len(results)}/{len(tasks)} tasks, {time.perf_counter() - start:.0f} s)",
               flush=True)
 
@@ -230,7 +233,7 @@ def run_tasks(tasks: list[tuple], workers: int, label: str) -> list[dict]:
 
         with threadpool_limits(1):
             for task in tasks:
-                done(task, _run(task))
+                done(task, run(task))
     else:
         import multiprocessing
 
@@ -244,7 +247,7 @@ def run_tasks(tasks: list[tuple], workers: int, label: str) -> list[dict]:
         finally:
             signal.signal(signal.SIGTERM, handler)
         with pool:
-            for task, result in zip(tasks, pool.imap(_run, tasks, chunksize=1)):
+            for task, result in zip(tasks, pool.imap(run, tasks, chunksize=1)):
                 done(task, result)
             pool.close()  # let the workers finish cleanly; __exit__'s terminate() is for the error path
             pool.join()

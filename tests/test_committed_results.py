@@ -45,3 +45,43 @@ def test_entry_page_lists_only_the_datasets_of_params():
         assert f"{dataset}/index.html" in page
     for other in {p.parent.name for p in (ROOT / "reports").glob("*/leaderboard.csv")} - set(PARAMS["datasets"]):
         assert f"{other}/index.html" not in page
+
+
+@pytest.mark.parametrize("dataset", list(PARAMS["datasets"]))
+def test_committed_studies_match_params_the_benchmark_and_each_other(dataset):
+    """Every study file its pipeline lists is there with params.yaml's settings; each learning curve's 100%
+    point is the leaderboard's own per-seed accuracy; the real-only augmentation baselines are the
+    classifier's learning curve wherever the two share a subset size; the report shows both studies."""
+    from genbench.io import read_json
+    from genbench.pipeline import dataset_params
+    from genbench.report.studies import study_selection
+    from genbench.studies import REAL_ONLY, settings
+
+    selection = study_selection(ROOT, dataset)
+    params = dataset_params(PARAMS, dataset)
+    curves = {}
+    for model in selection["learning_curve"]:
+        curve = curves[model] = read_json(ROOT / "studies" / dataset / "learning_curve" / f"{model}.json")
+        assert curve["settings"] == settings(params, "learning_curve") and curve["seeds"] == PARAMS["seeds"]
+        full = curve["points"][-1]
+        if full["fraction"] == 1.0:
+            record = read_json(ROOT / "metrics" / dataset / f"{model}.json")
+            assert [s["accuracy"] for s in full["per_seed"]] == pytest.approx(
+                [s["classification"]["accuracy"] for s in record["per_seed"]], abs=1e-6), model
+    report = (ROOT / "reports" / dataset / "README.md").read_text()
+    if selection["learning_curve"]:
+        assert "## Learning curves" in report and "## Where the curves cross" in report
+        assert (ROOT / "reports" / dataset / "figures" / "learning-curves.svg").exists()
+    if selection["augmentation"]:
+        config = settings(params, "augmentation")
+        real = read_json(ROOT / "studies" / dataset / "augmentation" / f"{REAL_ONLY}.json")
+        assert real["settings"] == config
+        shared = 0
+        for point in real["points"]:
+            same = [p for p in curves.get(config["classifier"], {}).get("points", []) if p["fraction"] == point["fraction"]]
+            if same:  # the same subsets and seeds: the same fits, image by image
+                assert [s["correct"] for s in same[0]["per_seed"]] == [s["correct"] for s in point["per_seed"]]
+                shared += 1
+        assert shared or config["classifier"] not in curves
+        assert "## Augmentation with generated images" in report and "## Augmentation gains" in report
+        assert (ROOT / "reports" / dataset / "figures" / "augmentation.svg").exists()

@@ -52,9 +52,23 @@ def test_every_model_and_dataset_of_params_gets_a_stage():
     files = expected_files(params)
     assert set(files) == {"dvc.yaml", *(f"pipelines/{d}/dvc.yaml" for d in params["datasets"])}
     stages = yaml.safe_load(files["pipelines/digits/dvc.yaml"])["stages"]
-    assert set(stages) == {"prepare", "evaluator", "report", *params["models"]}
+    classifiers = ["gmm", "kmeans", "gaussian_nb", "bernoulli_nb", "hmm", "bayes_net", "logistic_regression", "knn",
+                   "svm", "random_forest", "mlp", "cnn", "crf"]
+    generators = ["gmm", "kmeans", "gaussian_nb", "bernoulli_nb", "hmm", "bayes_net", "cgan"]
+    assert set(stages) == {"prepare", "evaluator", "report", *params["models"],
+                           *(f"learning_curve-{m}" for m in classifiers),
+                           *(f"augmentation-{m}" for m in [*generators, "real_only"])}
     for model in params["models"]:
         assert f"models.{model}" in stages[model]["params"] and "seeds" in stages[model]["params"]
+    # a study stage depends on its own models' files and params (the CNN classifies the augmented sets)
+    augment = stages["augmentation-cgan"]
+    assert {"genbench/models/cgan.py", "genbench/models/cnn.py", "genbench/studies.py"} <= set(augment["deps"])
+    assert "genbench/models/gmm.py" not in augment["deps"]
+    assert {"models.cgan", "models.cnn", "studies.augmentation"} <= set(augment["params"])
+    assert "studies/digits/augmentation/cgan.json" in stages["report"]["deps"]
+    # Fashion-MNIST's CPU profile runs no study
+    fashion = yaml.safe_load(files["pipelines/fashion_mnist/dvc.yaml"])["stages"]
+    assert not any("-" in name for name in fashion)
 
 
 def test_misspelt_model_names_the_registered_ones():
@@ -103,7 +117,7 @@ def test_per_dataset_overrides_merge_and_are_tracked_by_the_stages_that_read_the
 @pytest.mark.parametrize("overrides, message", [
     ({"cifar10": {"models": {"vae": {}}}}, r"overrides.cifar10.*not under 'datasets:'"),
     ({"fashion_mnist": {"models": {"vea": {}}}}, r"overrides.fashion_mnist.models.vea.*not under 'models:'"),
-    ({"fashion_mnist": {"seeds": [0]}}, r"overrides.fashion_mnist' may hold only models, evaluator, protocol"),
+    ({"fashion_mnist": {"seeds": [0]}}, r"overrides.fashion_mnist' may hold only models, evaluator, protocol, studies"),
     ({"fashion_mnist": {"models": {"vae": 5}}}, r"overrides.fashion_mnist.models.vae' must map"),
 ])
 def test_bad_overrides_name_the_key(overrides, message):

@@ -27,6 +27,7 @@ TINY = {
     "seeds": [0, 1],
     "evaluator": {"epochs": 3},
     "protocol": {"fid_samples": 200, "grid_samples": 16, "anomaly": {"normal_classes": [0, 1]}},
+    "studies": {"learning_curve": {"fractions": [0.1, 1.0]}, "augmentation": {"real_fractions": [0.1]}},
 }
 
 
@@ -103,6 +104,26 @@ def test_leaderboard_has_every_row_and_allowed_metric(repo):
     assert (repo / "reports" / "digits" / "samples" / "dcgan.svg").exists()
 
 
+def test_the_studies_ran_for_every_classifier_and_conditional_generator(repo):
+    from genbench.models import create_model
+    from genbench.studies import is_classifier, is_conditional_generator
+
+    params = yaml.safe_load((repo / "params.yaml").read_text())
+    built = {m: create_model(m, h) for m, h in params["models"].items()}
+    curves = {p.stem for p in (repo / "studies" / "digits" / "learning_curve").glob("*.json")}
+    augmented = {p.stem for p in (repo / "studies" / "digits" / "augmentation").glob("*.json")}
+    assert curves == {m for m, model in built.items() if is_classifier(model)}
+    assert augmented == {m for m, model in built.items() if is_conditional_generator(model)} | {"real_only"}
+    for model in curves:  # the 100% point is the model stage's fit
+        curve = json.loads((repo / "studies" / "digits" / "learning_curve" / f"{model}.json").read_text())
+        record = json.loads((repo / "metrics" / "digits" / f"{model}.json").read_text())
+        assert [s["accuracy"] for s in curve["points"][-1]["per_seed"]] == pytest.approx(
+            [s["classification"]["accuracy"] for s in record["per_seed"]], abs=1e-6), model
+    report = (repo / "reports" / "digits" / "README.md").read_text()
+    for heading in ("Learning curves", "Where the curves cross", "Augmentation with generated images", "Augmentation gains"):
+        assert f"## {heading}" in report, heading
+
+
 def test_editing_one_model_reruns_only_that_model_and_the_reports(repo):
     params = yaml.safe_load((repo / "params.yaml").read_text())
     params["models"]["vae"]["latent_dim"] = 8
@@ -116,7 +137,8 @@ def test_editing_one_model_reruns_only_that_model_and_the_reports(repo):
 def test_editing_a_shared_model_module_reruns_the_models_that_import_it(repo):
     rbm = repo / "genbench" / "models" / "rbm.py"
     rbm.write_text(rbm.read_text() + "\n# an edit\n")
-    assert _ran(_dvc(repo, "repro").stdout) - {"index"} == {"rbm", "dbn", "report"}  # check does not import models
+    # check and index (each about a second) import every model file to list the studies' stages
+    assert _ran(_dvc(repo, "repro").stdout) - {"index", "check"} == {"rbm", "dbn", "report"}
 
 
 def test_noop_repro_runs_nothing(repo):

@@ -8,7 +8,8 @@ touches another dataset's report. `build_index(reports_dir, datasets)` writes th
 Inputs of a dataset's report, relative to the repository root: `metrics/<dataset>/<model>.json` (means
 over seeds, 95% intervals and per-seed records; see `genbench.report.records`),
 `curves/<dataset>/<model>.csv`, `samples/<dataset>/<model>/{grid.png,figure-*.png,info.json}`,
-`evaluators/<dataset>/{evaluator,reference}.json` and `data/<dataset>/meta.json`. Outputs (DESIGN.md, "Outputs"):
+`evaluators/<dataset>/{evaluator,reference}.json`, `data/<dataset>/meta.json` and the studies,
+`studies/<dataset>/{learning_curve,augmentation}/<model>.json` (genbench.report.studies). Outputs (DESIGN.md, "Outputs"):
 `reports/<dataset>/{leaderboard.csv,per_seed.csv,summary.json,README.md,index.html,samples/,figures/,curves/}`,
 written as one folder that replaces the old one atomically, and `reports/index.html`.
 """
@@ -28,6 +29,7 @@ from genbench.report.published import published_section
 from genbench.report.records import RECORD_STAGE, load_records
 from genbench.report.provenance import model_href, models_section, provenance_section, write_model_pages
 from genbench.report.render import html_page, markdown
+from genbench.report.studies import augmentation_sections, learning_curve_sections, load_studies, study_selection
 from genbench.report.sections import TIE_NOTE, Est, Section, column_decimals, fmt_fixed, metric_sections
 from genbench.report.visuals import comparisons, model_figures, sample_grids, training_curves
 
@@ -74,11 +76,13 @@ def _describe(dataset: str, meta: dict | None) -> str:
     return "; ".join(parts) + "."
 
 
-def build_dataset_report(root: str | Path, out_dir: str | Path, dataset: str, models: Iterable[str]) -> dict[str, Any]:
+def build_dataset_report(root: str | Path, out_dir: str | Path, dataset: str, models: Iterable[str],
+                         studies: Mapping[str, list[str]] | None = None) -> dict[str, Any]:
     """Write one dataset's report folder `out_dir` (= reports/<dataset>/) completely and return its summary.
 
     Reads only the records of `models` (the models listed in params.yaml): a record on disk for another
     model is ignored, a listed model without a record is an error naming the file and its stage.
+    `studies`: study -> models whose studies/<dataset>/<study>/<model>.json to read (None: the files there).
     Writes leaderboard.csv, per_seed.csv, summary.json (the returned dict), README.md, index.html, one page
     per model under models/, the comparison data under plots/ and the figures under figures/, samples/ and
     curves/; the folder replaces the previous one in one rename.
@@ -111,6 +115,9 @@ def build_dataset_report(root: str | Path, out_dir: str | Path, dataset: str, mo
         published = published_section(dataset, board, sizes=(meta or {}).get("sizes"),
                                       hyperparameters={r["model"]: r.get("hyperparameters") or {} for r in records})
         sections += [published] if published else []
+        study_records = load_studies(root, dataset, dict(studies) if studies is not None else None)
+        sections += learning_curve_sections(out, dataset, study_records["learning_curve"])
+        sections += augmentation_sections(out, dataset, study_records["augmentation"])
         visuals = [s for s in (sample_grids(root, out, dataset, records, image_shape),
                                model_figures(root, out, dataset, records, image_shape),
                                training_curves(root, out, dataset, records)) if s]
@@ -207,7 +214,8 @@ def run_report(params: dict[str, Any], dataset: str, root: str | Path = ".") -> 
     from genbench.pipeline import Paths, check_selection
 
     check_selection(params, dataset=dataset)
-    return build_dataset_report(root, Paths(root).report(dataset), dataset, list(params.get("models") or {}))
+    return build_dataset_report(root, Paths(root).report(dataset), dataset, list(params.get("models") or {}),
+                                studies=study_selection(Path(root), dataset))
 
 
 def run_index(params: dict[str, Any], root: str | Path = ".") -> None:

@@ -258,3 +258,35 @@ def labelled_grid(source: Path, layout: dict, path: Path, *, xlabel: str, ylabel
     label_axes(ax, xlabel, ylabel)
     ax.set_title(title, fontsize=9)
     save(fig, path, format="svg", dpi=dpi)
+
+
+# --- studies: accuracy against training-set size ----------------------------------------------------
+
+
+def line_panels(panels: list[dict], path: Path, *, xlabel: str, ylabel: str, title: str, sharey: bool = True) -> None:
+    """Side-by-side panels {"title", "lines", "ylabel"?, "zero_line"?}, each line {"label", "x", "mean", "low",
+    "high", "style" ("-" or "--"), "color"}: the mean with markers, its 95% interval as a band; x on a log
+    axis ticked at the sizes themselves. `zero_line`: a black line at y = 0 (for differences)."""
+    cols = len(panels)
+    fig = Figure(figsize=(min(4.6 * cols, 13.5), 4.4), layout="constrained")
+    axes = np.atleast_1d(fig.subplots(1, cols, sharey=sharey, squeeze=False)).ravel()
+    for ax, panel in zip(axes, panels):
+        sizes = set()
+        for line in panel["lines"]:
+            x = np.asarray(line["x"], dtype=float)
+            sizes |= set(line["x"])
+            ax.plot(x, line["mean"], line.get("style", "-"), color=line["color"], marker="o", markersize=3.5,
+                    linewidth=1.4, label=line["label"])
+            if line.get("low") is not None:
+                ax.fill_between(x, line["low"], line["high"], color=line["color"], alpha=0.12, linewidth=0)
+        if panel.get("zero_line"):
+            ax.axhline(0.0, color="black", linewidth=0.9)
+        ax.set_xscale("log")
+        ax.set_xticks(sorted(sizes), [str(int(n)) for n in sorted(sizes)], fontsize=7)
+        ax.minorticks_off()
+        label_axes(ax, xlabel, panel.get("ylabel") or ylabel)
+        ax.set_title(panel["title"], fontsize=9)
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=7, framealpha=0.85, loc="best")
+    fig.suptitle(title, fontsize=10)
+    save(fig, path)
