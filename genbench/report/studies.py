@@ -194,8 +194,7 @@ def learning_curve_sections(out: Path, dataset: str, records: dict[str, dict]) -
     rows = []
     for g in generative:
         for d in discriminative:
-            paired = [paired_difference(records[d]["points"][i]["per_seed"], records[g]["points"][i]["per_seed"])
-                      for i in range(len(points))]
+            paired = envelope["paired"][(g, d)]
             rows.append({"generative": g, "discriminative": d,
                          "means cross": crossing_text(sizes, envelope["diff"][(g, d)], g, d),
                          "resolved (95% interval of the paired difference)": segments(sizes, paired, g, d)})
@@ -229,7 +228,10 @@ def _envelopes(records: dict[str, dict], generative: list[str], discriminative: 
             best[kind].append(max(fitted)[1] if fitted else None)
     diff = {(g, d): [None if mean(g, i) is None or mean(d, i) is None else mean(d, i) - mean(g, i)
                      for i in range(n_points)] for g in generative for d in discriminative}
-    return {"best": best, "diff": diff}
+    # d − g paired by seed and test image, computed once for every table and sentence that reads it
+    paired = {(g, d): [paired_difference(records[d]["points"][i]["per_seed"], records[g]["points"][i]["per_seed"])
+                       for i in range(n_points)] for g in generative for d in discriminative}
+    return {"best": best, "diff": diff, "paired": paired}
 
 
 def _pair_table(records: dict[str, dict], envelope: dict, points: list[dict], full: int) -> pd.DataFrame | None:
@@ -252,7 +254,7 @@ def _pair_table(records: dict[str, dict], envelope: dict, points: list[dict], fu
             if gi is None or di is None:
                 values.append(None)
                 continue
-            values.append(_est(paired_difference(records[di]["points"][i]["per_seed"], records[gi]["points"][i]["per_seed"])))
+            values.append(_est(envelope["paired"][(gi, di)][i]))
         cells = _cells(values)
         if g is None:
             cells = [f"{c} ({bests['discriminative'][i]} − {bests['generative'][i]})" for i, c in enumerate(cells)]
@@ -282,18 +284,15 @@ def _reading(records: dict[str, dict], envelope: dict, sizes: list[int], full: i
         d_curve = [records[best["discriminative"][i]]["points"][i]["accuracy"]["mean"] if best["discriminative"][i]
                    else None for i in range(len(sizes))]
         diff = [None if g is None or d is None else d - g for g, d in zip(g_curve, d_curve)]
-        paired = [None if not (best["generative"][i] and best["discriminative"][i]) else paired_difference(
-            records[best["discriminative"][i]]["points"][i]["per_seed"],
-            records[best["generative"][i]]["points"][i]["per_seed"]) for i in range(len(sizes))]
+        paired = [None if not (best["generative"][i] and best["discriminative"][i]) else
+                  envelope["paired"][(best["generative"][i], best["discriminative"][i])][i] for i in range(len(sizes))]
         parts.append("The best-of-kind mean curves: " + crossing_text(sizes, diff, "generative", "discriminative") +
                      "; paired differences: " + segments(sizes, paired, "the best generative", "the best discriminative")
                      + ".")
     for g, d in NG_JORDAN_PAIRS:
         if g in records and d in records:
-            at = [paired_difference(records[d]["points"][i]["per_seed"], records[g]["points"][i]["per_seed"])
-                  for i in (first, last)]
-            paired = [paired_difference(records[d]["points"][i]["per_seed"], records[g]["points"][i]["per_seed"])
-                      for i in range(len(sizes))]
+            paired = envelope["paired"][(g, d)]
+            at = [paired[first], paired[last]]
             text = crossing_text(sizes, envelope["diff"][(g, d)], g, d)
             ends = "; ".join(f"{d} − {g} at n = {n}: {x['mean']:+.3f} [{x['low']:+.3f}, {x['high']:+.3f}]"
                              for n, x in zip((sizes[first], full), at) if x is not None)
