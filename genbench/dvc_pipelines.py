@@ -93,8 +93,13 @@ def module_files(modules: list[str]) -> list[str]:
     return sorted(str(_module_path(m).relative_to(REPO_ROOT)) for m in seen)
 
 
+# The harness: the code that starts a stage (the launcher, the CLI) and this generator. It computes no
+# number, so it is no stage's dependency (DESIGN.md, principle 1): editing it leaves every result current.
+HARNESS = ("genbench/cli.py", "genbench/launcher.py", "genbench/dvc_pipelines.py")
+
+
 def script_files(script: str) -> list[str]:
-    """A stage script and the genbench files it imports (the launcher, the CLI)."""
+    """A stage script and the genbench files it imports, without the harness."""
     path = REPO_ROOT / script
     found = set()
     for node in ast.walk(ast.parse(path.read_text(), str(path))):
@@ -102,36 +107,27 @@ def script_files(script: str) -> list[str]:
             found.add(node.module)
         elif isinstance(node, ast.Import):
             found |= {a.name for a in node.names if a.name.startswith("genbench")}
-    return [script, *module_files(sorted(found) + ["genbench.cli"])]
+    harness = {str(Path(f).with_suffix("")).replace("/", ".") for f in HARNESS}
+    return [script, *module_files(sorted(found - harness))]
 
 
 # Files a stage reads that no import names: the report's HTML templates.
 STAGE_DATA = {"report": ["genbench/report/templates"], "index": ["genbench/report/templates"]}
 
-# The comparison plots each report writes as reports/<dataset>/plots/<name>.csv (model, mean, low,
-# high, ...) for `dvc plots show`: name -> (axis title, better direction).
-COMPARISON_PLOTS = {
-    "accuracy": ("test accuracy (mean over seeds)", "higher"),
-    "nll_binary": ("binary-space NLL, nats/image (mean over seeds)", "lower"),
-    "fid": ("FID, evaluator features (mean over seeds)", "lower"),
-    "anomaly_auroc": ("one-class AUROC, mean over normal classes (mean over seeds)", "higher"),
-}
-
-
-# Stages that check the generated pipelines are current (genbench.dvc_pipelines.check_current): the studies'
-# stage lists depend on what each model can do (genbench.studies.study_models), which builds every model.
-CHECKS_PIPELINES = ("check", "report", "index")
-
-
 def stage_code(kind: str, model: str | list[str] | None = None) -> list[str]:
+    """The files whose code computes a stage's outputs: its function's module, the model files it fits, and
+    everything they import. The `check` stage is the one that runs the generator: it checks that the
+    pipelines are current, which builds every model (the studies' stage lists depend on what each can do)."""
     script, modules = ENTRY_MODULES[kind]
-    if kind in CHECKS_PIPELINES:
+    if kind == "check":
         from genbench.models import model_names  # the registry's files, found without importing them
 
         modules = [*modules, *(f"genbench.models.{name}" for name in model_names())]
+        return sorted({script, *module_files(modules), *HARNESS})
     for name in [model] if isinstance(model, str) else model or []:
         modules = [*modules, f"genbench.models.{name}"]
-    return sorted(set(script_files(script)) | set(module_files(modules)) | set(STAGE_DATA.get(kind, [])))
+    return sorted((set(script_files(script)) | set(module_files(modules)) | set(STAGE_DATA.get(kind, [])))
+                  - set(HARNESS))
 
 
 # --- the files ------------------------------------------------------------------------------------
@@ -151,10 +147,13 @@ CHECKED_TEXT = ("params.yaml was checked: every dataset and model under it is re
 
 
 def dataset_pipeline(dataset: str, models: list[str], overrides: dict | None = None,
-                     studies: dict[str, list[str]] | None = None, classifier: str | None = None) -> dict:
+                     studies: dict[str, list[str]] | None = None, classifier: str | None = None,
+                     settings: dict | None = None) -> dict:
     """`overrides`: params.yaml's `overrides.<dataset>`; a stage tracks the override keys it reads.
-    `studies`: study -> its models (genbench.studies.study_models); `classifier`: the augmentation classifier."""
+    `studies`: study -> its models (genbench.studies.study_models); `classifier`: the augmentation classifier;
+    `settings`: `datasets.<dataset>` without `enabled` (genbench.pipeline.dataset_settings)."""
     overrides = overrides or {}
+    settings = settings or {}
     studies = studies or {}
     tracked = {key: [f"overrides.{dataset}.{key}"] if key in overrides else [] for key in ("evaluator", "protocol")}
 
@@ -168,8 +167,9 @@ def dataset_pipeline(dataset: str, models: list[str], overrides: dict | None = N
 
     stages = {
         # depends on CHECKED: a misspelt or removed model gets genbench's message before DVC's "missing params"
+        # each setting of datasets.<dataset> but `enabled`: turning a dataset off and on reruns nothing
         "prepare": _stage(f"python stages/prepare.py {dataset}", [*stage_code("prepare"), CHECKED],
-                          ["data_seed", f"datasets.{dataset}"], [f"data/{dataset}"]),
+                          ["data_seed", *(f"datasets.{dataset}.{key}" for key in settings)], [f"data/{dataset}"]),
         # The evaluator's weights are committed (pinned): the stage keeps them and only checks that they
         # match the data and recipe; `genbench evaluator <dataset> --retrain` is the explicit retraining.
         "evaluator": _stage(f"python stages/evaluator.py {dataset}", [*stage_code("evaluator"), f"data/{dataset}"],
@@ -204,6 +204,8 @@ def dataset_pipeline(dataset: str, models: list[str], overrides: dict | None = N
         [{f"reports/{dataset}": {"cache": False}}],
     )
     # paths relative to this dvc.yaml (pipelines/<dataset>/); the report stage writes the files
+    from genbench.report.visuals import COMPARISON_PLOTS
+
     plots = [{f"{dataset}_{name}": {"template": "bar_horizontal", "x": "mean",
                                     "y": {f"../../reports/{dataset}/plots/{name}.csv": "model"},
                                     "title": f"{dataset}: {title} ({better} is better)", "x_label": title,
@@ -213,6 +215,7 @@ def dataset_pipeline(dataset: str, models: list[str], overrides: dict | None = N
 
 
 def root_pipeline(datasets: list[str]) -> dict:
+    """`datasets`: those the entry page shows (genbench.pipeline.index_datasets), built here or committed."""
     check = {
         "cmd": "python stages/check.py",
         "deps": stage_code("check"),
@@ -232,28 +235,29 @@ def _dump(pipeline: dict) -> str:
     return HEADER + yaml.safe_dump(pipeline, sort_keys=False, width=120)
 
 
-def expected_files(params: dict[str, Any]) -> dict[str, str]:
-    """Repository-relative path -> content of every generated dvc.yaml."""
-    from genbench.pipeline import check_selection, overrides_of
-
-    check_selection(params)
-    datasets, models = list(params.get("datasets") or {}), list(params.get("models") or {})
-    files = {"dvc.yaml": _dump(root_pipeline(datasets))}
-    from genbench.pipeline import dataset_params
+def expected_files(params: dict[str, Any], root: str | Path = REPO_ROOT) -> dict[str, str]:
+    """Repository-relative path -> content of every generated dvc.yaml: one pipeline per enabled dataset;
+    the root one's entry page also reads the committed reports of datasets turned off (under `root`)."""
+    from genbench.pipeline import (check_selection, dataset_params, dataset_settings, enabled_datasets, index_datasets,
+                                   overrides_of)
     from genbench.studies import STUDIES, settings, study_models
 
+    check_selection(params)
+    datasets, models = enabled_datasets(params), list(params.get("models") or {})
+    files = {"dvc.yaml": _dump(root_pipeline(index_datasets(params, Path(root) / "reports")))}
     for dataset in datasets:
         studies = {study: study_models(params, dataset, study) for study in STUDIES}
         classifier = settings(dataset_params(params, dataset), "augmentation")["classifier"]
         files[f"pipelines/{dataset}/dvc.yaml"] = _dump(dataset_pipeline(dataset, models, overrides_of(params, dataset),
-                                                                         studies, classifier))
+                                                                         studies, classifier,
+                                                                         dataset_settings(params, dataset)))
     return files
 
 
 def stale_files(params: dict[str, Any], root: str | Path = REPO_ROOT) -> list[str]:
     """Generated files that are missing or differ, and pipelines of datasets no longer in params.yaml."""
     root = Path(root)
-    expected = expected_files(params)
+    expected = expected_files(params, root)
     stale = [path for path, text in expected.items()
              if not (root / path).exists() or (root / path).read_text() != text]
     stale += [str(p.relative_to(root)) for p in sorted(root.glob("pipelines/*/dvc.yaml"))
@@ -262,18 +266,18 @@ def stale_files(params: dict[str, Any], root: str | Path = REPO_ROOT) -> list[st
 
 
 def write_pipelines(params: dict[str, Any], root: str | Path = REPO_ROOT) -> list[str]:
-    """Write every generated dvc.yaml; remove the dvc.yaml of datasets no longer in params.yaml (keeping
-    their dvc.lock and outputs). Returns what changed."""
+    """Write every generated dvc.yaml; remove the dvc.yaml of datasets no longer in params.yaml or turned off
+    (keeping their dvc.lock and outputs). Returns what changed."""
     from genbench.io import write_text
 
     root = Path(root)
     changed = stale_files(params, root)
-    expected = expected_files(params)
+    expected = expected_files(params, root)
     for path in changed:
         if path in expected:
             write_text(root / path, expected[path])
         else:
-            # A dataset taken out of params.yaml (a run on a subset of datasets): its dvc.yaml goes, so that
+            # A dataset taken out of params.yaml or turned off (`enabled: false`): its dvc.yaml goes, so that
             # `dvc repro` leaves it alone; its dvc.lock, outputs and report stay, so putting it back
             # reruns nothing that did not change (DVC reads no lock without its dvc.yaml).
             (root / path).unlink(missing_ok=True)
@@ -287,8 +291,8 @@ def check_current(params: dict[str, Any], root: str | Path = ".") -> None:
 
     stale = stale_files(params, root)  # checks the names first
     if stale:
-        raise ConfigError(f"{', '.join(stale)} do(es) not match params.yaml (a model or dataset added, removed or "
-                          "renamed, or a module's imports changed): run `uv run genbench pipelines`, then `uv run dvc repro`")
+        raise ConfigError(f"{', '.join(stale)} do(es) not match params.yaml (a model or dataset added, removed, "
+                          "renamed, turned on or off, or a module's imports changed): run `uv run genbench pipelines`, then `uv run dvc repro`")
 
 
 def run_check(params: dict[str, Any], root: str | Path = ".") -> None:
@@ -321,7 +325,7 @@ def check_declared(kind: str, dataset: str | None, model: str | None, root: str 
                 used.add(str(Path(file).resolve().relative_to(REPO_ROOT)))
             except ValueError:
                 pass
-    missing = sorted(used - declared)
+    missing = sorted(used - declared - set(HARNESS))
     if missing:
         raise ConfigError(f"{pipeline}: stage '{stage_name}' imported {missing}, which it does not list as deps "
                           "(an edit there would not rerun it): run `uv run genbench pipelines` and commit the result")

@@ -102,3 +102,10 @@ def _json_safe(value: Any) -> Any:
     if hasattr(value, "item") and callable(value.item) and getattr(value, "ndim", 1) == 0:
         return _json_safe(value.item())
     return value
+
+
+def correct_from_bits(bits: str) -> "np.ndarray":
+    """Per-image correctness stored as a string of 0/1 characters (a study's records) -> uint8 array."""
+    import numpy as np
+
+    return np.frombuffer(bits.encode(), dtype=np.uint8) - ord("0")

@@ -71,6 +71,37 @@ def check_selection(params: dict[str, Any], dataset: str | None = None, model: s
         raise ConfigError(f"model '{model}' is not under 'models:' in params.yaml")
 
 
+def enabled_datasets(params: dict[str, Any]) -> list[str]:
+    """The datasets `dvc repro` builds: those under `datasets:` without `enabled: false`. A dataset that is
+    turned off keeps its committed results (the entry page still links them) and gets no pipeline."""
+    datasets = params.get("datasets") or {}
+    if not isinstance(datasets, dict):
+        raise ConfigError("params.yaml: 'datasets' must be a mapping of names to settings")
+    names = []
+    for name, settings in datasets.items():
+        if settings is not None and not isinstance(settings, dict):
+            raise ConfigError(f"params.yaml: 'datasets.{name}' must be a mapping of settings (or {{}}), got {settings!r}")
+        enabled = (settings or {}).get("enabled", True)
+        check_type(f"datasets.{name}.enabled", enabled, bool)
+        if enabled:
+            names.append(name)
+    return names
+
+
+def dataset_settings(params: dict[str, Any], dataset: str) -> dict[str, Any]:
+    """`datasets.<dataset>` as its prepare stage reads it: the settings that make the data, without `enabled`
+    (turning a dataset off and on again changes no data, so it reruns nothing)."""
+    return {key: value for key, value in (section(params, f"datasets.{dataset}") or {}).items() if key != "enabled"}
+
+
+def index_datasets(params: dict[str, Any], reports_dir: str | Path) -> list[str]:
+    """The datasets the entry page shows: every enabled one, and every one turned off whose report is
+    committed (`reports_dir/<dataset>/summary.json`), so its results stay browsable without its data."""
+    enabled = enabled_datasets(params)
+    return [name for name in params.get("datasets") or {}
+            if name in enabled or (Path(reports_dir) / name / "summary.json").exists()]
+
+
 # What `overrides.<dataset>` may set: the same model needs other epochs or widths on 28x28 or 32x32x3
 # images than on 8x8 digits, and the feature network and protocol may need other settings too.
 OVERRIDABLE = ("models", "evaluator", "protocol", "studies")

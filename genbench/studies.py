@@ -40,7 +40,7 @@ import torch
 from genbench.config import ConfigError, check_type, section
 from genbench.data import Split
 from genbench.data.prepare import PreparedData
-from genbench.io import write_json
+from genbench.io import correct_from_bits, write_json
 from genbench.models.base import capabilities
 from genbench.pipeline import Paths, build_model, check_selection, dataset_params, device_of, seeds_of
 
@@ -203,10 +203,6 @@ def correct_on(model: Any, test: Split) -> np.ndarray:
 
 def _bits(correct: np.ndarray) -> str:
     return "".join("1" if c else "0" for c in correct)
-
-
-def correct_from_bits(bits: str) -> np.ndarray:
-    return np.frombuffer(bits.encode(), dtype=np.uint8) - ord("0")
 
 
 # --- the tasks (forked workers read _JOB, as in genbench.runner) -----------------------------------------

@@ -8,7 +8,8 @@ import pytest
 import yaml
 
 from genbench.config import ConfigError, load_params
-from genbench.dvc_pipelines import _imports, check_declared, expected_files, module_files, stage_code, stale_files
+from genbench.dvc_pipelines import (HARNESS, _imports, check_declared, expected_files, module_files, stage_code,
+                                    stale_files)
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -28,9 +29,34 @@ def test_model_stage_depends_on_what_its_code_imports(model, needs, not_needed):
     deps = set(stage_code("model", model))
     shared = {"stages/model.py", "genbench/runner.py", "genbench/pipeline.py", "genbench/data/__init__.py",
               "genbench/data/prepare.py", "genbench/evaluator.py", "genbench/training.py", "genbench/stats.py",
-              "genbench/metrics/fid.py", "genbench/metrics/likelihood.py", "genbench/launcher.py", "genbench/cli.py"}
+              "genbench/metrics/fid.py", "genbench/metrics/likelihood.py"}
     assert shared | needs <= deps
     assert not deps & not_needed
+    assert not deps & set(HARNESS)
+
+
+@pytest.mark.parametrize("kind, model", [("prepare", None), ("evaluator", None), ("model", "vae"),
+                                         ("learning_curve", "cnn"), ("augmentation", ["cgan", "cnn"]),
+                                         ("report", None), ("index", None)])
+def test_no_result_depends_on_the_harness(kind, model):
+    """The CLI, the launcher and the generator compute no number: editing them must rerun nothing (DESIGN.md,
+    principle 1). Only the check stage, which runs the generator, depends on them."""
+    deps = set(stage_code(kind, model))
+    assert HARNESS == ("genbench/cli.py", "genbench/launcher.py", "genbench/dvc_pipelines.py")
+    assert not deps & set(HARNESS)
+    if kind in ("prepare", "evaluator", "model", "report", "index"):
+        assert "genbench/studies.py" not in deps  # the studies' stage selection is the generator's business
+    if kind in ("report", "index"):
+        assert not {f for f in deps if f.startswith("genbench/models/") and f != "genbench/models/__init__.py"
+                    and f != "genbench/models/base.py"}  # the report reads records, it fits nothing
+    assert {"genbench/dvc_pipelines.py", "genbench/cli.py"} <= set(stage_code("check"))
+
+
+def test_the_harness_is_no_stage_dependency_in_the_committed_pipelines():
+    for path in [ROOT / "dvc.yaml", *ROOT.glob("pipelines/*/dvc.yaml")]:
+        for name, stage in yaml.safe_load(path.read_text())["stages"].items():
+            if name != "check":
+                assert not set(stage["deps"]) & set(HARNESS), (path, name)
 
 
 def test_imports_are_found_anywhere_in_a_module(tmp_path):
@@ -49,8 +75,9 @@ def test_closure_includes_parent_packages():
 
 def test_every_model_and_dataset_of_params_gets_a_stage():
     params = load_params(ROOT / "params.yaml")
+    params["datasets"]["fashion_mnist"]["enabled"] = True
     files = expected_files(params)
-    assert set(files) == {"dvc.yaml", *(f"pipelines/{d}/dvc.yaml" for d in params["datasets"])}
+    assert set(files) == {"dvc.yaml", *(f"pipelines/{d}/dvc.yaml" for d in ("digits", "fashion_mnist"))}
     stages = yaml.safe_load(files["pipelines/digits/dvc.yaml"])["stages"]
     classifiers = ["gmm", "kmeans", "gaussian_nb", "bernoulli_nb", "hmm", "bayes_net", "logistic_regression", "knn",
                    "svm", "random_forest", "mlp", "cnn", "crf"]
@@ -91,7 +118,7 @@ def test_a_stage_that_imports_an_undeclared_file_fails(tmp_path):
 
 def _with_overrides(overrides: dict) -> dict:
     params = load_params(ROOT / "params.yaml")
-    params["datasets"]["fashion_mnist"] = {"data_dir": "/nonexistent"}
+    params["datasets"] = {"digits": params["datasets"]["digits"], "fashion_mnist": {"data_dir": "/nonexistent"}}
     params["overrides"] = overrides
     return params
 
@@ -142,3 +169,70 @@ def test_leaving_a_dataset_out_keeps_its_lock_and_report(tmp_path):
     assert stale_files(params, tmp_path) == []
     params["datasets"]["digits"] = {}
     assert write_pipelines(params, tmp_path) == ["dvc.yaml", "pipelines/digits/dvc.yaml"]
+
+
+def test_a_dataset_turned_off_gets_no_pipeline_and_its_committed_report_stays_on_the_entry_page(tmp_path):
+    from genbench.dvc_pipelines import write_pipelines
+    from genbench.pipeline import enabled_datasets, index_datasets
+
+    params = _with_overrides({})
+    params["datasets"]["fashion_mnist"]["enabled"] = False
+    params["datasets"]["mnist"] = {"enabled": False}
+    assert enabled_datasets(params) == ["digits"]
+    write_pipelines(params, tmp_path)
+    assert not (tmp_path / "pipelines" / "fashion_mnist" / "dvc.yaml").exists()
+    index = yaml.safe_load((tmp_path / "dvc.yaml").read_text())["stages"]["index"]
+    assert "reports/fashion_mnist/summary.json" not in index["deps"]  # no committed report there yet
+    (tmp_path / "reports" / "fashion_mnist").mkdir(parents=True)
+    (tmp_path / "reports" / "fashion_mnist" / "summary.json").write_text("{}")
+    assert stale_files(params, tmp_path) == ["dvc.yaml"]  # the entry page now reads the committed report
+    write_pipelines(params, tmp_path)
+    index = yaml.safe_load((tmp_path / "dvc.yaml").read_text())["stages"]["index"]
+    assert {"reports/digits/summary.json", "reports/fashion_mnist/summary.json"} <= set(index["deps"])
+    assert "reports/mnist/summary.json" not in index["deps"]
+    assert index_datasets(params, tmp_path / "reports") == ["digits", "fashion_mnist"]
+
+
+def test_turning_a_dataset_on_changes_no_tracked_data_setting():
+    params = _with_overrides({})
+    params["datasets"]["fashion_mnist"] = {"enabled": True, "data_dir": "/nonexistent", "max_train": 10}
+    prepare = yaml.safe_load(expected_files(params)["pipelines/fashion_mnist/dvc.yaml"])["stages"]["prepare"]
+    assert prepare["params"] == ["data_seed", "datasets.fashion_mnist.data_dir", "datasets.fashion_mnist.max_train"]
+
+
+@pytest.mark.parametrize("value, message", [("yes", r"datasets.fashion_mnist.enabled' must be bool"),
+                                            (1, r"datasets.fashion_mnist.enabled' must be bool")])
+def test_enabled_must_be_a_bool(value, message):
+    params = _with_overrides({})
+    params["datasets"]["fashion_mnist"]["enabled"] = value
+    with pytest.raises(ConfigError, match=message):
+        expected_files(params)
+
+
+def test_genbench_enable_and_disable_edit_one_line_of_params_yaml(tmp_path, capsys):
+    """The one documented step to turn a dataset on: `genbench enable <dataset>` sets its `enabled` (every
+    comment and other line of params.yaml kept) and regenerates the pipelines."""
+    import shutil
+
+    from genbench.cli import main
+
+    for name in ("params.yaml", "dvc.yaml"):
+        shutil.copy(ROOT / name, tmp_path / name)
+    shutil.copytree(ROOT / "pipelines", tmp_path / "pipelines", ignore=shutil.ignore_patterns("*.lock"))
+    shutil.copytree(ROOT / "reports", tmp_path / "reports", ignore=lambda d, names: [n for n in names if n != "summary.json"
+                                                                                   and not (Path(d) / n).is_dir()])
+    before = (tmp_path / "params.yaml").read_text()
+    args = ["--params", str(tmp_path / "params.yaml"), "--root", str(tmp_path)]
+    assert main([*args, "enable", "fashion_mnist"]) == 0
+    after = (tmp_path / "params.yaml").read_text()
+    changed = [(a, b) for a, b in zip(before.splitlines(), after.splitlines()) if a != b]
+    assert len(before.splitlines()) == len(after.splitlines())
+    assert [b.strip() for _, b in changed] == ["enabled: true"]
+    assert (tmp_path / "pipelines" / "fashion_mnist" / "dvc.yaml").exists()
+    assert stale_files(load_params(tmp_path / "params.yaml"), tmp_path) == []
+    assert main([*args, "disable", "fashion_mnist"]) == 0
+    assert (tmp_path / "params.yaml").read_text() == before
+    assert not (tmp_path / "pipelines" / "fashion_mnist" / "dvc.yaml").exists()
+    assert main([*args, "enable", "imagenet"]) == 1
+    assert "'imagenet' is not under 'datasets:'" in capsys.readouterr().err
+    assert (tmp_path / "params.yaml").read_text() == before

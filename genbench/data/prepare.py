@@ -113,10 +113,10 @@ class PreparedData:
 def run_prepare(params: dict[str, Any], dataset: str, root: str | Path = ".") -> dict:
     """The prepare stage: data/<dataset>/ from params.yaml's datasets.<dataset> and data_seed."""
     from genbench.io import atomic_directory
-    from genbench.pipeline import Paths, check_selection, data_seed_of
+    from genbench.pipeline import Paths, check_selection, data_seed_of, dataset_settings
 
     check_selection(params, dataset=dataset)
-    config = dict(params["datasets"][dataset] or {})
+    config = dataset_settings(params, dataset)
     config.setdefault("root", str(Path(root) / "downloads"))  # raw files, outside the DVC outputs
     # No timing in the output: the same data must hash the same, or every downstream stage reruns.
     with atomic_directory(Paths(root).data(dataset)) as out:

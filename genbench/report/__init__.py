@@ -158,9 +158,10 @@ def _write_pages(out: Path, dataset: str, meta: dict | None, summary: dict, sect
                                              best=best, tie_note=TIE_NOTE if best else ""))
 
 
-def build_index(reports_dir: str | Path, datasets: Iterable[str]) -> None:
+def build_index(reports_dir: str | Path, datasets: Iterable[str], committed_only: Iterable[str] = ()) -> None:
     """Write `reports_dir/index.html` linking the listed datasets' reports, with their best lines and tied
-    groups, from `reports_dir/<dataset>/summary.json` (other folders under `reports_dir` are not read)."""
+    groups, from `reports_dir/<dataset>/summary.json` (other folders under `reports_dir` are not read).
+    `committed_only`: datasets turned off in params.yaml, whose committed reports are shown as such."""
     reports_dir = Path(reports_dir)
     datasets = list(dict.fromkeys(datasets))
     missing = [d for d in datasets if not (reports_dir / d / "summary.json").exists()]
@@ -168,10 +169,10 @@ def build_index(reports_dir: str | Path, datasets: Iterable[str]) -> None:
         raise FileNotFoundError("missing " + "; ".join(
             f"{reports_dir / d / 'summary.json'} (built by `dvc repro {REPORT_STAGE.format(dataset=d)}`)" for d in missing))
     summaries = {d: read_json(reports_dir / d / "summary.json") for d in datasets}
-    write_text(reports_dir / "index.html", _entry_page(summaries))
+    write_text(reports_dir / "index.html", _entry_page(summaries, set(committed_only)))
 
 
-def _entry_page(datasets: Mapping[str, dict]) -> str:
+def _entry_page(datasets: Mapping[str, dict], committed_only: set[str] = frozenset()) -> str:
     """The cross-dataset summary: one row per headline metric, one column per dataset, each cell the best
     model with its value and interval and how many others are tied with it; then each dataset's links."""
     metrics = list(dict.fromkeys(b["metric"] for s in datasets.values() for b in s.get("best") or []))
@@ -196,7 +197,10 @@ def _entry_page(datasets: Mapping[str, dict]) -> str:
         splits = _splits_text({"sizes": summary.get("splits")})
         seeds = _seeds_text(summary)
         text = f"{len(summary['models'])} models" + (f" · {seeds}" if seeds else "") + (f" · {splits}" if splits else "")
-        section = Section(dataset, notes=[text] + [b["text"] for b in summary.get("best") or []])
+        off = ([f"Committed results, not rebuilt by dvc repro here: {dataset} is turned off in params.yaml "
+                f"(enabled: false). With its data files in place, uv run genbench enable {dataset} turns it on."]
+               if dataset in committed_only else [])
+        section = Section(dataset, notes=[text, *off] + [b["text"] for b in summary.get("best") or []])
         section.images = []
         section.links = {}
         sections.append(section)
@@ -219,8 +223,13 @@ def run_report(params: dict[str, Any], dataset: str, root: str | Path = ".") -> 
 
 
 def run_index(params: dict[str, Any], root: str | Path = ".") -> None:
-    """The `index` stage (`genbench index`): reports/index.html for the datasets under `datasets:`."""
-    build_index(Path(root) / "reports", list(params.get("datasets") or {}))
+    """The `index` stage (`genbench index`): reports/index.html for the datasets `dvc repro` builds and the
+    committed reports of those turned off (`enabled: false`), which it says are not rebuilt here."""
+    from genbench.pipeline import enabled_datasets, index_datasets
+
+    reports = Path(root) / "reports"
+    datasets = index_datasets(params, reports)
+    build_index(reports, datasets, committed_only=[d for d in datasets if d not in enabled_datasets(params)])
 
 
 def build_report(root: str | Path, out_dir: str | Path, datasets: Mapping[str, Iterable[str]]) -> dict[str, Any]:

@@ -66,7 +66,7 @@ def _fitted(results: list[dict]) -> bool:
 def paired_difference(a: list[dict], b: list[dict]) -> dict | None:
     """Accuracy of a minus accuracy of b, seed by seed and test image by test image: the mean difference
     with its 95% interval ({"mean", "low", "high", "n_seeds", "method"}); None if either was not fitted."""
-    from genbench.studies import correct_from_bits
+    from genbench.io import correct_from_bits
     from genbench.stats import summarise
 
     if not (_fitted(a) and _fitted(b)):

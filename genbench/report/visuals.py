@@ -8,11 +8,19 @@ from pathlib import Path
 
 import pandas as pd
 
-from genbench.dvc_pipelines import COMPARISON_PLOTS
 from genbench.io import read_json, write_text
 from genbench.report.figures import curve_epochs, curve_figure, interval_plot, interval_scatter, labelled_grid
 from genbench.report.records import RECORD_STAGE
 from genbench.report.sections import STAR, Section
+
+# The comparison plots each report writes as reports/<dataset>/plots/<name>.csv (model, mean, low,
+# high, ...) for `dvc plots show`: name -> (axis title, better direction).
+COMPARISON_PLOTS = {
+    "accuracy": ("test accuracy (mean over seeds)", "higher"),
+    "nll_binary": ("binary-space NLL, nats/image (mean over seeds)", "lower"),
+    "fid": ("FID, evaluator features (mean over seeds)", "lower"),
+    "anomaly_auroc": ("one-class AUROC, mean over normal classes (mean over seeds)", "higher"),
+}
 
 # Comparison plot -> (leaderboard column, rows it ranks, higher is better, axis label)
 COMPARISONS = {
