@@ -33,7 +33,7 @@ from genbench.data import Split
 from genbench.data.prepare import PreparedData
 from genbench.models import get_model_class
 from genbench.models.base import resolve_device
-from genbench.pipeline import Paths, build_model, dataset_params
+from genbench.params import Paths, build_model, dataset_params
 
 ROOT = Path(__file__).resolve().parents[1]
 

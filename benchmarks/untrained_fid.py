@@ -26,7 +26,7 @@ from genbench.data.prepare import PreparedData
 from genbench.io import read_json
 from genbench.metrics.fid import frechet_distance
 from genbench.evaluator import load_evaluator
-from genbench.pipeline import Paths, build_model, protocol, seeds_of
+from genbench.params import Paths, build_model, protocol, seeds_of
 
 DEEP_MODELS = ("autoencoder", "vae", "gan", "dcgan", "cgan", "cyclegan", "ddpm")
 

@@ -19,8 +19,9 @@ from genbench.config import ConfigError, load_params
 STAGES = {
     "check": ("genbench.dvc_pipelines", "run_check", ()),
     "prepare": ("genbench.data.prepare", "run_prepare", ("dataset",)),
-    "evaluator": ("genbench.evaluator", "run_evaluator", ("dataset",)),
+    "evaluator": ("genbench.pinned_evaluator", "run_evaluator", ("dataset",)),
     "model": ("genbench.runner", "run_model", ("dataset", "model")),
+    "summary": ("genbench.summary", "run_summary", ("dataset", "model")),
     "learning_curve": ("genbench.studies", "run_learning_curve", ("dataset", "model")),
     "augmentation": ("genbench.studies", "run_augmentation", ("dataset", "model")),
     "report": ("genbench.report", "run_report", ("dataset",)),
@@ -37,7 +38,8 @@ def main(argv: list[str] | None = None) -> int:
         "check": "check that params.yaml names registered datasets and models and that the pipelines are current",
         "prepare": "cut the fixed splits of a dataset",
         "evaluator": "check the pinned FID feature network of a dataset (train one if there is none)",
-        "model": "train, sample and evaluate a model on a dataset, once per seed",
+        "model": "train, sample and evaluate a model on a dataset, once per seed; store its raw outputs",
+        "summary": "a model's means over seeds and 95% intervals, from its stored raw outputs",
         "learning_curve": "fit a classifier on stratified subsets of the training split, once per seed",
         "augmentation": "fit the augmentation classifier on a real subset plus a generator's samples "
                         "(model real_only: on real images only)",

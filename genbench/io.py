@@ -104,8 +104,8 @@ def _json_safe(value: Any) -> Any:
     return value
 
 
-def correct_from_bits(bits: str) -> "np.ndarray":
-    """Per-image correctness stored as a string of 0/1 characters (a study's records) -> uint8 array."""
+def correct_from_bits(bits: str) -> Any:
+    """Per-image correctness stored as a string of 0/1 characters (a study's records) -> uint8 numpy array."""
     import numpy as np
 
     return np.frombuffer(bits.encode(), dtype=np.uint8) - ord("0")

@@ -1,6 +1,8 @@
 """The per-(dataset, model) stage: for every seed in params.yaml, fit the model, draw samples, compute
-every metric its capabilities allow and run the one-class anomaly protocol; then summarise the seeds
-as means with 95% intervals (`genbench.stats`).
+every metric its capabilities allow and run the one-class anomaly protocol; then store, per seed, what
+those metrics are computed from (`raw/<dataset>/<model>/`, see RAW below). Means over seeds and 95%
+intervals are computed downstream from these files (`genbench.summary`, the `summary-<model>` stage),
+so a new or changed statistic retrains nothing.
 
 One stage per model, seeds inside it, keeps the DVC graph and lock small (dvc_pipelines.py says why).
 The work is split into tasks: one per seed (fit, sample, evaluate) and one per (seed, normal class)
@@ -17,11 +19,6 @@ import csv
 import inspect
 import io
 import math
-import platform
-import subprocess
-import os
-import signal
-import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -32,15 +29,12 @@ import torch
 
 from genbench.config import ConfigError
 from genbench.data.prepare import PreparedData
-from genbench.io import atomic_directory, atomic_file, write_json, write_text
+from genbench.io import atomic_directory, write_json, write_text
 from genbench.models.base import Model, capabilities
-from genbench.pipeline import Paths, build_model, check_selection, dataset_params, device_of, protocol, seeds_of
-
-# Leaves of a record that count things or set the protocol: no interval, no average.
-COUNT_KEYS = {"n", "ece_bins", "levels", "dim", "samples", "n_generated", "n_reference", "feature_dim", "seed",
-              "k", "n_real", "n_fake", "n_train", "n_test", "n_samples", "n_train_generated", "epochs", "quantile",
-              "reference_share", "nll_stderr_nats", "threshold", "real_data_accuracy", "parameters", "cores"}
-
+from genbench.params import Paths, build_model, check_selection, dataset_params, device_of, protocol, seeds_of
+from genbench.provenance import model_size, provenance
+from genbench.sampling import draw_samples
+from genbench.workers import model_device, run_tasks, worker_count
 
 @dataclass
 class Job:
@@ -83,8 +77,9 @@ def _seed_task(seed: int) -> dict:
     record["cost"] = {"fit_seconds": fit_seconds, "evaluate_seconds": time.perf_counter() - start,
                       "device": str(job.device)}
     record["size"] = size
+    raw = sample_info.pop("raw", {})
     return {"task": "seed", "seed": seed, "record": record, "per_image": per_image, "history": history,
-            "sample_info": sample_info}
+            "sample_info": sample_info, "raw": raw}
 
 
 def _one_class_task(seed: int, normal: int) -> dict:
@@ -108,153 +103,11 @@ def _one_class_task(seed: int, normal: int) -> dict:
             "seconds": time.perf_counter() - start}
 
 
-def model_size(model: Any) -> dict:
-    """How many numbers a fitted model holds: the elements of its torch modules' parameters, else (numpy
-    and scikit-learn models) of the arrays among its fitted attributes (names ending in '_'), so kNN counts
-    its stored training images and a random forest its tree arrays."""
-    modules = [v for k, v in vars(model).items() if k.endswith("_") and isinstance(v, torch.nn.Module)]
-    if modules:
-        unique = {id(p): p for m in modules for p in m.parameters()}
-        return {"parameters": int(sum(p.numel() for p in unique.values())), "counted": "torch parameters"}
-    seen: set[int] = set()
-
-    def count(value: Any, depth: int = 0) -> int:
-        if id(value) in seen or depth > 8:
-            return 0
-        seen.add(id(value))
-        if isinstance(value, (np.ndarray, torch.Tensor)) and value.dtype != object:
-            return int(value.size if isinstance(value, np.ndarray) else value.numel())
-        if isinstance(value, np.ndarray):
-            return sum(count(v, depth + 1) for v in value.ravel())
-        if isinstance(value, (list, tuple)):
-            return sum(count(v, depth + 1) for v in value)
-        if isinstance(value, dict):
-            return sum(count(v, depth + 1) for v in value.values())
-        if type(value).__name__ == "Tree" and hasattr(value, "node_count"):  # sklearn's compiled tree:
-            return int(value.value.size) + 4 * int(value.node_count)  # leaf values; feature, threshold, children
-        if hasattr(value, "__dict__") and type(value).__module__.split(".")[0] in ("sklearn", "hmmlearn"):
-            return sum(count(v, depth + 1) for v in vars(value).values())
-        return 0
-
-    total = sum(count(v) for k, v in vars(model).items() if k.endswith("_"))
-    return {"parameters": total, "counted": "elements of fitted arrays"}
-
-
-def provenance(root: str | Path = ".") -> dict:
-    """What produced a record: the code's commit (and whether genbench/, stages/ or params.yaml differed
-    from it), the time, the machine and the versions of the packages that compute the numbers."""
-    from importlib.metadata import PackageNotFoundError, version
-
-    def git(*args: str) -> str | None:
-        try:
-            done = subprocess.run(["git", *args], cwd=root, capture_output=True, text=True, timeout=20)
-        except (OSError, subprocess.SubprocessError):
-            return None
-        return done.stdout.strip() if done.returncode == 0 else None
-
-    commit = git("rev-parse", "HEAD")
-    changed = git("status", "--porcelain", "--untracked-files=no", "--", "genbench", "stages", "params.yaml")
-    packages = {}
-    for name in ("torch", "torchvision", "torchmetrics", "scikit-learn", "numpy", "scipy", "hmmlearn", "dvc"):
-        try:
-            packages[name] = version(name)
-        except PackageNotFoundError:
-            packages[name] = None
-    return {"commit": commit, "code_modified": bool(changed) if changed is not None else None,
-            "date_utc": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), "python": platform.python_version(),
-            "packages": packages, "machine": _cpu_name(), "cores": len(os.sched_getaffinity(0)),
-            "gpu": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None}
-
-
-def _cpu_name() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
-
-
 def _run(task: tuple) -> dict:
     return _seed_task(task[1]) if task[0] == "seed" else _one_class_task(task[1], task[2])
 
 
-def _worker_init() -> None:
-    """One thread per worker; die with the stage (a killed stage must not leave workers writing)."""
-    from threadpoolctl import threadpool_limits
 
-    torch.set_num_threads(1)
-    threadpool_limits(1)
-    os.environ["GENBENCH_PROGRESS"] = "0"  # interleaved progress bars help nobody
-    if sys.platform.startswith("linux"):
-        import ctypes
-
-        ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
-        if os.getppid() == 1:  # the stage died before prctl took effect
-            os._exit(1)
-
-
-def model_device(model: Any, configured: torch.device) -> torch.device:
-    """Where `model` computes: the configured device for a model with a `device` setting (the torch
-    models), else the CPU (scikit-learn and numpy models), whose seeds then run in parallel workers
-    even on a GPU machine, and whose cost records say cpu."""
-    return configured if "device" in model.get_params() else torch.device("cpu")
-
-
-def worker_count(device: torch.device, tasks: int) -> int:
-    if device.type != "cpu":
-        return 1
-    requested = os.environ.get("GENBENCH_WORKERS")
-    if requested:
-        if not requested.isdigit() or int(requested) < 1:
-            raise ConfigError(f"GENBENCH_WORKERS must be a positive integer, got {requested!r}")
-        return min(int(requested), tasks)
-    return max(1, min(len(os.sched_getaffinity(0)), tasks))
-
-
-def run_tasks(tasks: list[tuple], workers: int, label: str, run: Any = None) -> list[dict]:
-    """Every task's result, in the order given; workers > 1 forks that many single-threaded processes.
-    `run(task)`: a module-level function (default: this stage's seed and one-class tasks)."""
-    run = run or _run
-    results: dict[tuple, dict] = {}
-    start = time.perf_counter()
-
-    def done(task: tuple, result: dict) -> None:
-        results[task] = result
-        what = (f"seed {task[1]}" if task[0] == "seed" else f"seed {task[1]}, normal class {task[2]}"
-                if task[0] == "one_class" else ", ".join(map(str, task)))
-        print(f"{label}: {what} done ({len(results)}/{len(tasks)} tasks, {time.perf_counter() - start:.0f} s)",
-              flush=True)
-
-    if workers == 1:
-        torch.set_num_threads(1)
-        from threadpoolctl import threadpool_limits
-
-        with threadpool_limits(1):
-            for task in tasks:
-                done(task, run(task))
-    else:
-        import multiprocessing
-
-        if torch.cuda.is_initialized():  # never fork a process with a CUDA context
-            raise RuntimeError("CUDA is initialised in this process: refusing to fork workers; set GENBENCH_WORKERS=1")
-        # Workers must start with SIGTERM's default action, or Pool.terminate() (on a failed task) waits
-        # forever for a worker that swallows it: set it before forking instead of in the initializer (a race).
-        handler = signal.signal(signal.SIGTERM, signal.SIG_DFL)
-        try:
-            pool = multiprocessing.get_context("fork").Pool(workers, initializer=_worker_init)
-        finally:
-            signal.signal(signal.SIGTERM, handler)
-        with pool:
-            for task, result in zip(tasks, pool.imap(run, tasks, chunksize=1)):
-                done(task, result)
-            pool.close()  # let the workers finish cleanly; __exit__'s terminate() is for the error path
-            pool.join()
-    return [results[t] for t in tasks]
-
-
-GRID_PADDING = 1  # pixels between the images of a saved grid
 
 # --- evaluation of one seed ---------------------------------------------------------------------------
 
@@ -273,6 +126,7 @@ def evaluate_seed(job: Job, model: Any, seed: int) -> tuple[dict, dict, dict]:
     caps = capabilities(model)
     record: dict[str, Any] = {"seed": seed}
     per_image: dict[str, np.ndarray] = {}
+    raw: dict[str, np.ndarray] = {}
     if "classify" in caps:
         proba = torch.as_tensor(np.asarray(model.predict_proba(test.x)), dtype=torch.float64)
         record["classification"] = classification_record(proba, test.y, data.num_classes, split="test")
@@ -281,6 +135,7 @@ def evaluate_seed(job: Job, model: Any, seed: int) -> tuple[dict, dict, dict]:
         per_image["classification.accuracy"] = (proba.argmax(1) == test.y).double().numpy()
         true = proba[torch.arange(len(test.y)), test.y].clamp(np.finfo(np.float64).eps, 1.0)
         per_image["classification.log_loss"] = (-true.log()).numpy()
+        raw["test_proba"] = proba.numpy()
     if "density" in caps:
         x = model_input(model, data, "test", seed=seed)
         common = dict(space=model.likelihood_space, dim=test.dim, levels=data.levels, split="test")
@@ -296,8 +151,14 @@ def evaluate_seed(job: Job, model: Any, seed: int) -> tuple[dict, dict, dict]:
     net, evaluator = job.evaluator
     sample_info: dict[str, Any] = {"capable": "generate" in caps}
     if "generate" in caps:
+        from genbench.metrics.sample_quality import evaluator_features
+
         samples, labels, sample_info = draw_samples(job, model, seed)
         record.update(sample_quality(job, model, samples, labels, seed))
+        raw["samples"] = torch.round(samples * (data.levels - 1)).to(torch.uint8).numpy()
+        raw["sample_features"] = evaluator_features(net, samples).float().numpy()
+        if labels is not None:
+            raw["sample_labels"] = labels.numpy()
     if callable(getattr(model, "extra_metrics", None)):
         def classify(images: torch.Tensor) -> torch.Tensor:
             return predict(net, images).argmax(1)
@@ -306,61 +167,8 @@ def evaluate_seed(job: Job, model: Any, seed: int) -> tuple[dict, dict, dict]:
             return frechet_distance(net, evaluator["feature_dim"], real, fake)
 
         record["extra"] = model.extra_metrics(test, classify=classify, fid=fid)
+    sample_info["raw"] = raw
     return record, per_image, sample_info
-
-
-def draw_samples(job: Job, model: Any, seed: int) -> tuple[torch.Tensor, torch.Tensor | None, dict]:
-    """protocol.fid_samples samples (class-balanced for conditional models); for the figure seed also
-    the sample grid (one row per class when conditional) and the model's own figures."""
-    from torchvision.utils import make_grid, save_image
-
-    proto = protocol(job.params)
-    n, classes = proto["fid_samples"], job.data.num_classes
-    conditional = bool(getattr(model, "conditional", False))
-    start = time.perf_counter()
-    labels = torch.arange(n) % classes if conditional else None
-    generator = torch.Generator().manual_seed(seed)
-    samples = model.sample(n, y=labels, generator=generator) if conditional else model.sample(n, generator=generator)
-    _check_images(job.model_name, samples, n)
-    info = {"capable": True, "n": n, "seed": seed, "sample_seconds": time.perf_counter() - start,
-            "conditional": conditional, "image_shape": list(samples.shape[1:])}
-    if seed == job.figure_seed:
-        out = job.samples_dir
-        if conditional:
-            per_row = max(1, proto["grid_samples"] // classes)
-            y = torch.arange(classes).repeat_interleave(per_row)
-            grid, nrow = model.sample(len(y), y=y, generator=torch.Generator().manual_seed(seed)), per_row
-            names = job.data.meta.get("class_names") or [str(c) for c in range(classes)]
-            grid_labels = {"row_labels": [f"y = {c}: {names[c]}" if names[c] != str(c) else f"y = {c}"
-                                          for c in range(classes)]}
-        else:
-            grid, nrow = samples[: proto["grid_samples"]], int(math.sqrt(proto["grid_samples"]))
-            grid_labels = {}
-        with atomic_file(out / "grid.png") as tmp:
-            save_image(make_grid(grid, nrow=nrow, padding=GRID_PADDING, pad_value=0.5), tmp, format="png")
-        # what the report needs to label the grid's rows and columns and upscale it by whole pixels
-        info["grid"] = {"file": "grid.png", "per_row": nrow, "n": len(grid), "padding": GRID_PADDING, **grid_labels}
-        figures, layouts = {}, {}
-        if callable(getattr(model, "figures", None)):
-            test = job.data.split("test")
-            for name, figure in model.figures(test, generator=torch.Generator().manual_seed(seed)).items():
-                images, per_row_fig, figure_labels = (*figure, {})[:3]
-                with atomic_file(out / f"figure-{name}.png") as tmp:
-                    save_image(make_grid(images.clamp(0, 1), nrow=per_row_fig, padding=GRID_PADDING, pad_value=0.5),
-                               tmp, format="png")
-                figures[name] = f"figure-{name}.png"
-                layouts[name] = {"file": figures[name], "per_row": per_row_fig, "n": len(images),
-                                 "padding": GRID_PADDING, **figure_labels}
-        info["figures"] = figures
-        info["figure_layouts"] = layouts
-    return samples, labels, info
-
-
-def _check_images(model_name: str, images: torch.Tensor, n: int) -> None:
-    if not isinstance(images, torch.Tensor) or images.ndim != 4 or len(images) != n:
-        raise ValueError(f"{model_name}.sample({n}) must return an (n, C, H, W) tensor, got {getattr(images, 'shape', type(images))}")
-    if not torch.isfinite(images).all() or images.min() < 0 or images.max() > 1:
-        raise ValueError(f"{model_name}.sample returned values outside [0, 1] or non-finite")
 
 
 def sample_quality(job: Job, model: Any, samples: torch.Tensor, labels: torch.Tensor | None, seed: int) -> dict:
@@ -406,90 +214,12 @@ def sample_quality(job: Job, model: Any, samples: torch.Tensor, labels: torch.Te
     return out
 
 
-# --- summarising the seeds ----------------------------------------------------------------------------
-
-
-def _numeric(value: Any) -> bool:
-    return isinstance(value, (int, float)) and not isinstance(value, bool)
-
-
-def mean_record(records: list[dict]) -> dict:
-    """Numeric leaves averaged over the seeds' records; other leaves (estimator, method, hashes) must agree."""
-    first = records[0]
-    out: dict[str, Any] = {}
-    for key, value in first.items():
-        values = [r.get(key) for r in records]
-        if key == "seed":
-            continue
-        if isinstance(value, dict):
-            out[key] = mean_record([v if isinstance(v, dict) else {} for v in values])
-        elif isinstance(value, list) and value and all(isinstance(v, dict) for v in value):
-            out[key] = [mean_record([r[key][i] for r in records]) for i in range(len(value))]
-        elif _numeric(value) and key not in COUNT_KEYS and all(_numeric(v) for v in values):
-            out[key] = float(np.mean(values))
-        else:
-            out[key] = value
-    return out
-
-
-def _leaves(record: dict, prefix: str = "") -> dict[str, Any]:
-    out = {}
-    for key, value in record.items():
-        path = f"{prefix}{key}"
-        if isinstance(value, dict):
-            out.update(_leaves(value, f"{path}."))
-        elif isinstance(value, list) and value and all(isinstance(v, dict) for v in value):
-            for i, item in enumerate(value):
-                out.update(_leaves(item, f"{path}.{i}."))
-        elif _numeric(value) and key not in COUNT_KEYS:
-            out[path] = value
-    return out
-
-
-# Natural ranges: a t interval of a bounded quantity can cross its bound, which no reader wants to see.
-FRACTIONS = {"accuracy", "precision", "recall", "coverage", "share", "auroc_mean", "ece"}
-
-
-def _clip(path: str, interval: dict) -> dict:
-    leaf = path.rsplit(".", 1)[-1]
-    low, high = (0.0, 1.0) if leaf in FRACTIONS or path.startswith("anomaly.auroc_per_class") else (None, None)
-    if leaf in {"value", "log_loss", "nll_nats", "bits_per_dim", "density"} or leaf.endswith("_seconds"):
-        low = 0.0  # FIDs, losses, NLLs of discrete data (a probability <= 1), densities, times
-    if low is not None and interval["low"] is not None:
-        interval["low"] = max(interval["low"], low)
-    if high is not None and interval["high"] is not None:
-        interval["high"] = min(interval["high"], high)
-    return interval
-
-
-def intervals(records: list[dict], per_image: list[dict], scores: np.ndarray | None,
-              is_anomaly: np.ndarray | None) -> dict[str, dict]:
-    """A 95% interval for every metric: across seeds, plus a bootstrap over test images where the
-    metric is a mean over images (accuracy, log-loss, NLL, bits/dim) or an AUROC; clipped to the
-    metric's range (e.g. [0, 1] for an accuracy)."""
-    from genbench.stats import summarise
-
-    leaves = [_leaves(r) for r in records]
-    out = {}
-    for path in leaves[0]:
-        values = [leaf.get(path) for leaf in leaves]
-        if not all(_numeric(v) for v in values):
-            continue
-        if path in per_image[0]:
-            out[path] = summarise(values, np.stack([p[path] for p in per_image]), kind="mean")
-        elif path == "anomaly.auroc_mean" and scores is not None:
-            out[path] = summarise(values, scores, kind="auroc", is_anomaly=is_anomaly)
-        else:
-            out[path] = summarise(values)
-        out[path] = _clip(path, out[path])
-    return out
-
-
 # --- the stage ------------------------------------------------------------------------------------------
 
 
 def run_model(params: dict[str, Any], dataset: str, model_name: str, root: str | Path = ".") -> dict:
-    """Train, sample and evaluate `model_name` on `dataset` once per seed; write its metrics record."""
+    """Train, sample and evaluate `model_name` on `dataset` once per seed; store the seeds' records and raw
+    outputs (`write_raw`) for the summary stage. Returns the stage record (stage.json)."""
     global _JOB
     from genbench.evaluator import load_evaluator
     from genbench.metrics import anomaly as anomaly_metrics
@@ -534,7 +264,7 @@ def run_model(params: dict[str, Any], dataset: str, model_name: str, root: str |
             atomic_directory(paths.samples(dataset, model_name)) as samples_dir:
         _JOB = Job(params, dataset, model_name, data, evaluator, device, Path(model_dir), Path(samples_dir), seeds[0])
         try:
-            results = run_tasks(tasks, workers, label)
+            results = run_tasks(tasks, workers, label, _run)
         finally:
             _JOB = None
         by_seed = {r["seed"]: r for r in results if r["task"] == "seed"}
@@ -544,9 +274,8 @@ def run_model(params: dict[str, Any], dataset: str, model_name: str, root: str |
         write_json(Path(samples_dir) / "info.json", sample_info)
 
     test_y = data.split("test").y.numpy()
-    records, per_image = [], []
+    records = []
     scores = np.zeros((len(seeds), len(classes), len(test_y))) if one_class else None
-    is_anomaly = np.stack([test_y != c for c in classes]) if one_class else None
     for i, seed in enumerate(seeds):
         record = by_seed[seed]["record"]
         if one_class:
@@ -562,13 +291,10 @@ def run_model(params: dict[str, Any], dataset: str, model_name: str, root: str |
         cost = record["cost"]
         cost["total_seconds"] = sum(v for k, v in cost.items() if k.endswith("_seconds"))
         records.append(record)
-        per_image.append(by_seed[seed]["per_image"])
 
     record = {
         "dataset": dataset, "model": model_name, "kind": probe.kind, "capabilities": caps,
         "hyperparameters": probe.get_params(), "seeds": seeds, "not_applicable": not_applicable,
-        "summary": mean_record(records),
-        "intervals": intervals(records, per_image, scores, is_anomaly),
         "per_seed": records,
         "stage_seconds": time.perf_counter() - stage_start,
         "workers": workers,
@@ -576,8 +302,46 @@ def run_model(params: dict[str, Any], dataset: str, model_name: str, root: str |
         "provenance": provenance(root),
     }
     _write_curves(paths.curve(dataset, model_name), [(s, by_seed[s]["history"]) for s in seeds])
-    write_json(paths.metrics(dataset, model_name), record)
+    write_raw(paths.raw(dataset, model_name), record, test_y, classes if one_class else None,
+              {seed: {**by_seed[seed]["raw"], **{f"per_image.{k}": v for k, v in by_seed[seed]["per_image"].items()},
+                      **({"anomaly_scores": scores[i]} if one_class else {})}
+               for i, seed in enumerate(seeds)})
     return record
+
+
+# What a model stage stores per seed in raw/<dataset>/<model>/seed-<s>/<name>.npy (np.save: the same bytes
+# for the same arrays), besides stage.json (the per-seed records, protocol and cost) and test_labels.npy.
+RAW = {
+    "test_proba": "float64 (n_test, n_classes): predict_proba on the test split, clipped at 0 and renormalised",
+    "per_image.classification.accuracy": "float64 (n_test,): 1 where the most probable class is the label",
+    "per_image.classification.log_loss": "float64 (n_test,): -log p(label | image), nats",
+    "per_image.likelihood.nll_nats": "float64 (n_test,): -log p(image) in the model's likelihood space, nats",
+    "per_image.likelihood.bits_per_dim": "float64 (n_test,): nll_nats / (D log 2)",
+    "samples": "uint8 (n, C, H, W): the protocol's generated samples at the dataset's intensity levels "
+               "(round(x (levels - 1)))",
+    "sample_labels": "int64 (n,): the classes a conditional model's samples were drawn for",
+    "sample_features": "float32 (n, feature_dim): the pinned evaluator's features of the samples (FID, PRDC)",
+    "anomaly_scores": "float64 (n_normal_classes, n_test): one-class scores (higher = more anomalous), a row "
+                      "per normal class of stage.json's anomaly_classes",
+}
+
+
+def write_raw(directory: Path, record: dict, test_y: np.ndarray, anomaly_classes: list[int] | None,
+              arrays: dict[int, dict[str, np.ndarray]]) -> None:
+    """raw/<dataset>/<model>/, written atomically: stage.json, test_labels.npy and one folder per seed."""
+    with atomic_directory(directory) as out:
+        out = Path(out)
+        names = sorted({name for seed_arrays in arrays.values() for name in seed_arrays})
+        unknown = set(names) - set(RAW)
+        if unknown:
+            raise ValueError(f"raw outputs {sorted(unknown)} are not described in genbench.runner.RAW")
+        write_json(out / "stage.json", {**record, "anomaly_classes": anomaly_classes,
+                                        "files": {name: RAW[name] for name in names}})
+        np.save(out / "test_labels.npy", np.asarray(test_y, dtype=np.int64))
+        for seed, seed_arrays in arrays.items():
+            (out / f"seed-{seed}").mkdir()
+            for name, array in seed_arrays.items():
+                np.save(out / f"seed-{seed}" / f"{name}.npy", np.ascontiguousarray(array))
 
 
 def _write_curves(path: Path, histories: list[tuple[int, list[dict]]]) -> None:

@@ -40,9 +40,9 @@ import torch
 from genbench.config import ConfigError, check_type, section
 from genbench.data import Split
 from genbench.data.prepare import PreparedData
-from genbench.io import correct_from_bits, write_json
+from genbench.io import write_json
 from genbench.models.base import capabilities
-from genbench.pipeline import Paths, build_model, check_selection, dataset_params, device_of, seeds_of
+from genbench.params import Paths, build_model, check_selection, dataset_params, device_of, seeds_of
 
 STUDIES = ("learning_curve", "augmentation")
 REAL_ONLY = "real_only"  # the augmentation stage that fits the classifier on real images only
@@ -272,26 +272,10 @@ def _study_task(task: tuple) -> dict:
             "generator_adjusted": adjusted, "sample_seconds": sample_seconds}
 
 
-# --- summarising ------------------------------------------------------------------------------------------
-
-
-def accuracy_interval(results: list[dict]) -> dict | None:
-    """Mean accuracy over the seeds with its 95% interval (seeds (+) bootstrap over test images, as the
-    leaderboard's); None when a seed could not be fitted."""
-    from genbench.stats import summarise
-
-    if not results or any("not_fitted" in r for r in results):
-        return None
-    per_image = np.stack([correct_from_bits(r["correct"]) for r in results]).astype(np.float64)
-    interval = summarise([r["accuracy"] for r in results], per_image, kind="mean")
-    interval["low"], interval["high"] = max(interval["low"], 0.0), min(interval["high"], 1.0)
-    return interval
-
-
 def _point(results: list[dict], fraction: float, counts: np.ndarray) -> dict:
     failed = [r["not_fitted"] for r in results if "not_fitted" in r]
     point = {"fraction": fraction, "n_train": int(counts.sum()), "class_counts": counts.tolist(),
-             "per_seed": results, "accuracy": accuracy_interval(results)}
+             "per_seed": results}  # its interval: genbench.summary.accuracy_interval, downstream
     if failed:
         point["not_fitted"] = failed[0]
     return point
@@ -304,7 +288,8 @@ def run_study(params: dict[str, Any], study: str, dataset: str, model: str, root
     """One study stage: fit `model` (for augmentation: a generator, or REAL_ONLY) over every point and seed,
     write studies/<dataset>/<study>/<model>.json and return it."""
     global _JOB
-    from genbench.runner import model_device, provenance, run_tasks, worker_count
+    from genbench.provenance import provenance
+    from genbench.workers import model_device, run_tasks, worker_count
 
     check_selection(params, dataset=dataset)
     start = time.perf_counter()

@@ -11,7 +11,7 @@ import pytest
 
 from genbench.config import load_params
 from genbench.evaluator import load_evaluator
-from genbench.pipeline import enabled_datasets, index_datasets
+from genbench.params import enabled_datasets, index_datasets
 from genbench.report.leaderboard import CI_SUFFIXES, METRIC_COLUMNS, RANKED
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -59,7 +59,7 @@ def test_committed_studies_match_params_the_benchmark_and_each_other(dataset):
     point is the leaderboard's own per-seed accuracy; the real-only augmentation baselines are the
     classifier's learning curve wherever the two share a subset size; the report shows both studies."""
     from genbench.io import read_json
-    from genbench.pipeline import dataset_params
+    from genbench.params import dataset_params
     from genbench.report.studies import study_selection
     from genbench.studies import REAL_ONLY, settings
 
@@ -94,3 +94,30 @@ def test_committed_studies_match_params_the_benchmark_and_each_other(dataset):
         assert shared or config["classifier"] not in curves
         assert "## Augmentation with generated images" in report and "## Augmentation gains" in report
         assert (ROOT / "reports" / dataset / "figures" / "augmentation.svg").exists()
+
+
+@pytest.mark.parametrize("dataset", enabled_datasets(PARAMS))
+def test_committed_summaries_are_recomputed_from_the_stored_raw_outputs(dataset):
+    """Every committed means-and-intervals record (metrics/<dataset>/<model>.json) is what the statistics
+    give on the model stage's stored raw outputs (raw/<dataset>/<model>/), number for number.
+
+    raw/ is DVC-cached, so a fresh clone has it only after `uv run dvc repro`; `.ci/run` runs the tests
+    after it with GENBENCH_AFTER_REPRO=1, where missing raw outputs are a failure."""
+    import os
+
+    from genbench.io import read_json
+    from genbench.summary import load_raw, summary_record
+
+    missing = [m for m in PARAMS["models"] if not (ROOT / "raw" / dataset / m / "stage.json").exists()]
+    if missing:
+        message = (f"raw/{dataset}/ lacks {', '.join(missing)}: the raw outputs are DVC-cached, "
+                   "run `uv run dvc repro` first")
+        if os.environ.get("GENBENCH_AFTER_REPRO") == "1":
+            pytest.fail(message)
+        pytest.skip(message)
+    for model in PARAMS["models"]:
+        committed = read_json(ROOT / "metrics" / dataset / f"{model}.json")
+        again = summary_record(*load_raw(ROOT / "raw" / dataset / model))
+        assert again["per_seed"] == committed["per_seed"], model
+        assert again["summary"] == committed["summary"], model
+        assert again["intervals"] == committed["intervals"], model

@@ -27,12 +27,19 @@ def test_committed_pipelines_match_params_and_imports():
 ])
 def test_model_stage_depends_on_what_its_code_imports(model, needs, not_needed):
     deps = set(stage_code("model", model))
-    shared = {"stages/model.py", "genbench/runner.py", "genbench/pipeline.py", "genbench/data/__init__.py",
-              "genbench/data/prepare.py", "genbench/evaluator.py", "genbench/training.py", "genbench/stats.py",
+    shared = {"stages/model.py", "genbench/runner.py", "genbench/params.py", "genbench/data/__init__.py",
+              "genbench/data/prepare.py", "genbench/evaluator.py", "genbench/training.py",
               "genbench/metrics/fid.py", "genbench/metrics/likelihood.py"}
     assert shared | needs <= deps
     assert not deps & not_needed
     assert not deps & set(HARNESS)
+    # statistics are computed downstream from the stored raw outputs: a new one retrains nothing
+    assert not deps & {"genbench/stats.py", "genbench/summary.py", "genbench/pinned_evaluator.py"}
+    summary = set(stage_code("summary"))
+    assert {"genbench/stats.py", "genbench/summary.py"} <= summary
+    assert not {f for f in summary if f.startswith("genbench/models/") and f not in
+                ("genbench/models/__init__.py", "genbench/models/base.py")}
+    assert "genbench/runner.py" not in summary and "genbench/training.py" not in summary
 
 
 @pytest.mark.parametrize("kind, model", [("prepare", None), ("evaluator", None), ("model", "vae"),
@@ -83,6 +90,7 @@ def test_every_model_and_dataset_of_params_gets_a_stage():
                    "svm", "random_forest", "mlp", "cnn", "crf"]
     generators = ["gmm", "kmeans", "gaussian_nb", "bernoulli_nb", "hmm", "bayes_net", "cgan"]
     assert set(stages) == {"prepare", "evaluator", "report", *params["models"],
+                           *(f"summary-{m}" for m in params["models"]),
                            *(f"learning_curve-{m}" for m in classifiers),
                            *(f"augmentation-{m}" for m in [*generators, "real_only"])}
     for model in params["models"]:
@@ -95,7 +103,16 @@ def test_every_model_and_dataset_of_params_gets_a_stage():
     assert "studies/digits/augmentation/cgan.json" in stages["report"]["deps"]
     # Fashion-MNIST's CPU profile runs no study
     fashion = yaml.safe_load(files["pipelines/fashion_mnist/dvc.yaml"])["stages"]
-    assert not any("-" in name for name in fashion)
+    assert not any(name.startswith(("learning_curve-", "augmentation-")) for name in fashion)
+    # a model stage stores raw outputs; its summary stage, reading them, writes the metrics record
+    assert {"raw/digits/gmm": {"persist": True}} in stages["gmm"]["outs"] and "metrics" not in stages["gmm"]
+    assert stages["summary-gmm"]["deps"][-1] == "raw/digits/gmm"
+    assert stages["summary-gmm"]["metrics"] == [{"metrics/digits/gmm.json": {"cache": False, "persist": True}}]
+    # every output persists: a failed rerun keeps the last good results (tests/test_end_to_end.py)
+    for path in ("dvc.yaml", "pipelines/digits/dvc.yaml"):
+        for stage in yaml.safe_load(files[path])["stages"].values():
+            for entry in [*stage.get("outs", []), *stage.get("metrics", []), *stage.get("plots", [])]:
+                assert next(iter(entry.values()))["persist"] is True, entry
 
 
 def test_misspelt_model_names_the_registered_ones():
@@ -124,7 +141,7 @@ def _with_overrides(overrides: dict) -> dict:
 
 
 def test_per_dataset_overrides_merge_and_are_tracked_by_the_stages_that_read_them():
-    from genbench.pipeline import dataset_params
+    from genbench.params import dataset_params
 
     params = _with_overrides({"fashion_mnist": {"models": {"vae": {"epochs": 7}}, "evaluator": {"epochs": 3}}})
     fashion = dataset_params(params, "fashion_mnist")
@@ -138,7 +155,7 @@ def test_per_dataset_overrides_merge_and_are_tracked_by_the_stages_that_read_the
     assert "overrides.fashion_mnist.models.vae" in fashion_stages["vae"]["params"]
     assert not any(p.startswith("overrides") for p in fashion_stages["gmm"]["params"])
     assert "overrides.fashion_mnist.evaluator" in fashion_stages["evaluator"]["params"]
-    assert not any(p.startswith("overrides") for stage in digits_stages.values() for p in stage["params"])
+    assert not any(p.startswith("overrides") for stage in digits_stages.values() for p in stage.get("params", []))
 
 
 @pytest.mark.parametrize("overrides, message", [
@@ -173,7 +190,7 @@ def test_leaving_a_dataset_out_keeps_its_lock_and_report(tmp_path):
 
 def test_a_dataset_turned_off_gets_no_pipeline_and_its_committed_report_stays_on_the_entry_page(tmp_path):
     from genbench.dvc_pipelines import write_pipelines
-    from genbench.pipeline import enabled_datasets, index_datasets
+    from genbench.params import enabled_datasets, index_datasets
 
     params = _with_overrides({})
     params["datasets"]["fashion_mnist"]["enabled"] = False

@@ -20,7 +20,7 @@ import yaml
 from genbench.models import get_model_class
 
 ROOT = Path(__file__).resolve().parents[1]
-OUTPUTS = {"data", "downloads", "models", "curves", "samples", "metrics", "reports", "pipelines",
+OUTPUTS = {"data", "downloads", "models", "raw", "curves", "samples", "metrics", "reports", "pipelines",
            "dvc.lock", "dvc.yaml", ".venv", ".git", ".pytest_cache", "__pycache__"}
 
 TINY = {
@@ -131,14 +131,63 @@ def test_editing_one_model_reruns_only_that_model_and_the_reports(repo):
     changed = {name.split(":")[-1] for name in json.loads(_dvc(repo, "status", "--json").stdout)}
     assert "vae" in changed and changed <= {"check", "vae", "report", "index"}, changed
     # check: params.yaml's names, in a second; index: if the summary changed
-    assert _ran(_dvc(repo, "repro").stdout) - {"check", "index"} == {"vae", "report"}
+    assert _ran(_dvc(repo, "repro").stdout) - {"check", "index"} == {"vae", "summary-vae", "report"}
 
 
 def test_editing_a_shared_model_module_reruns_the_models_that_import_it(repo):
     rbm = repo / "genbench" / "models" / "rbm.py"
     rbm.write_text(rbm.read_text() + "\n# an edit\n")
-    # check and index (each about a second) import every model file to list the studies' stages
-    assert _ran(_dvc(repo, "repro").stdout) - {"index", "check"} == {"rbm", "dbn", "report"}
+    # check (about a second) imports every model file to list the studies' stages
+    assert _ran(_dvc(repo, "repro").stdout) - {"index", "check"} == {"rbm", "dbn", "summary-rbm", "summary-dbn",
+                                                                       "report"}
+
+
+def test_editing_the_harness_reruns_no_result(repo):
+    """The CLI, the launcher and the pipeline generator compute no number (DESIGN.md, principle 1)."""
+    for name in ("cli.py", "launcher.py", "dvc_pipelines.py"):
+        path = repo / "genbench" / name
+        path.write_text(path.read_text() + "\n# an edit\n")
+    assert {name.split(":")[-1] for name in json.loads(_dvc(repo, "status", "--json").stdout)} == {"check"}
+    assert _ran(_dvc(repo, "repro").stdout) == {"check"}
+
+
+def test_editing_a_statistic_retrains_nothing(repo):
+    """Statistics are computed from the stored raw outputs: an edit to genbench/stats.py reruns the summaries
+    (and the evaluator's real-data floor) and the report, and no model or study stage."""
+    params = yaml.safe_load((repo / "params.yaml").read_text())
+    stats = repo / "genbench" / "stats.py"
+    stats.write_text(stats.read_text() + "\n# an edit\n")
+    ran = _ran(_dvc(repo, "repro").stdout)
+    assert {f"summary-{m}" for m in params["models"]} | {"report"} <= ran
+    assert ran <= {f"summary-{m}" for m in params["models"]} | {"evaluator", "report", "index", "check"}, ran
+
+
+def test_a_failed_rerun_keeps_the_last_good_results(repo):
+    """DVC deletes a stage's outputs before running it, unless they persist: a rerun that fails at run time
+    must leave the last good model, raw outputs, samples, curves and metrics as they were."""
+    outputs = [repo / "models" / "digits" / "gmm", repo / "raw" / "digits" / "gmm", repo / "samples" / "digits" / "gmm",
+               repo / "curves" / "digits" / "gmm.csv", repo / "metrics" / "digits" / "gmm.json"]
+
+    def contents() -> dict:
+        return {str(f.relative_to(repo)): f.read_bytes() for path in outputs
+                for f in ([path] if path.is_file() else sorted(path.rglob("*"))) if f.is_file()}
+
+    before = contents()
+    source = repo / "genbench" / "models" / "gmm.py"
+    original = source.read_text()
+    # a fit that fails once the stage has started its work (as a NaN loss or a missing GPU would)
+    source.write_text(original + "\n\ndef _fail(self, train, *, seed):\n"
+                                 "    raise FloatingPointError('simulated: the loss became NaN')\n\n\nGMM.fit = _fail\n")
+    try:
+        env = {**os.environ, "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}"}
+        failed = subprocess.run([sys.executable, "-m", "dvc", "repro", "pipelines/digits/dvc.yaml:gmm"], cwd=repo,
+                                env=env, capture_output=True, text=True)
+        assert failed.returncode != 0 and "simulated: the loss became NaN" in failed.stderr + failed.stdout
+        assert contents() == before
+    finally:
+        source.write_text(original)
+    # the last good results are current again (check, upstream of all, had run on the edited file)
+    assert _ran(_dvc(repo, "repro").stdout) <= {"check"}
 
 
 def test_noop_repro_runs_nothing(repo):

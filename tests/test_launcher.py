@@ -80,8 +80,9 @@ def test_same_numbers_as_in_process(server, tmp_path, monkeypatch):
     assert main(["--root", "local", "prepare", "digits"]) == 0
     assert main(["--root", "local", "evaluator", "digits"]) == 0
     shutil.copytree(tmp_path / "local", tmp_path / "remote")
-    assert launcher._run_remote(["--root", "remote", "model", "digits", "gmm"]) == 0
-    assert main(["--root", "local", "model", "digits", "gmm"]) == 0
+    for stage in ("model", "summary"):
+        assert launcher._run_remote(["--root", "remote", stage, "digits", "gmm"]) == 0
+        assert main(["--root", "local", stage, "digits", "gmm"]) == 0
     from genbench.models.base import Model
 
     x = torch.rand(5, 1, 8, 8)

@@ -191,7 +191,7 @@ def test_validation_curve_never_changes_the_fit(name, tiny_digits, digits_splits
 
 
 def test_model_size_counts_parameters_and_fitted_arrays(tiny_digits):
-    from genbench.runner import model_size
+    from genbench.provenance import model_size
 
     train, _ = tiny_digits
     cnn = fitted("cnn", train)

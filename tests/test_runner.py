@@ -11,11 +11,19 @@ import yaml
 
 from genbench.config import ConfigError
 from genbench.data.prepare import run_prepare
-from genbench.evaluator import load_evaluator, run_evaluator
+from genbench.evaluator import load_evaluator
+from genbench.pinned_evaluator import run_evaluator
 from genbench.io import read_json
-from genbench.runner import mean_record, run_model
+from genbench.runner import RAW, run_model
+from genbench.summary import load_raw, mean_record, run_summary
 
 ROOT = Path(__file__).resolve().parents[1]
+
+
+def _run(params: dict, dataset: str, model: str, root: Path) -> dict:
+    """The model stage, then its summary stage: the metrics record as the report reads it."""
+    run_model(params, dataset, model, root=root)
+    return run_summary(params, dataset, model, root=root)
 
 
 def _params(**override) -> dict:
@@ -76,7 +84,7 @@ def test_seed_numbers_do_not_depend_on_the_number_of_workers(prepared, tmp_path,
         root = tmp_path / workers
         shutil.copytree(prepared, root)
         monkeypatch.setenv("GENBENCH_WORKERS", workers)
-        records[workers] = run_model(_params(), "digits", "gmm", root=root)
+        records[workers] = _run(_params(), "digits", "gmm", root=root)
         assert records[workers]["workers"] == int(workers)
     for one, two in zip(records["1"]["per_seed"], records["2"]["per_seed"]):
         one, two = dict(one), dict(two)
@@ -113,8 +121,8 @@ def test_a_failing_task_stops_its_workers_even_when_the_parent_handles_sigterm()
     import sys
 
     script = ("import signal; signal.signal(signal.SIGTERM, lambda *a: None)\n"
-              "from genbench.runner import run_tasks\n"
-              "try:\n    run_tasks([('seed', 0), ('seed', 1), ('seed', 2)], 2, 'test')\n"
+              "from genbench.runner import _run\nfrom genbench.workers import run_tasks\n"
+              "try:\n    run_tasks([('seed', 0), ('seed', 1), ('seed', 2)], 2, 'test', _run)\n"
               "except AttributeError:\n    print('raised')\n")  # no job is set: every task fails
     result = subprocess.run([sys.executable, "-c", script], cwd=ROOT, capture_output=True, text=True, timeout=60)
     assert result.returncode == 0 and "raised" in result.stdout, result.stderr
@@ -125,7 +133,7 @@ def test_the_model_stage_trains_with_its_datasets_overrides(prepared, tmp_path):
     shutil.copytree(prepared, root)
     params = _params(seeds=[0], overrides={"digits": {"models": {"gmm": {"n_components": 2}}}})
     params["protocol"]["anomaly"] = {"normal_classes": [0]}
-    record = run_model(params, "digits", "gmm", root=root)
+    record = _run(params, "digits", "gmm", root=root)
     assert record["hyperparameters"]["n_components"] == 2
     assert params["models"]["gmm"]["n_components"] == 1  # params.yaml's own section is left as it was
     assert "anomaly" in record["summary"]
@@ -136,7 +144,7 @@ def test_a_model_listed_in_skip_models_has_no_one_class_fits_and_says_why(prepar
     shutil.copytree(prepared, root)
     params = _params(seeds=[0], overrides={"digits": {"protocol": {"anomaly": {"skip_models": ["gmm"]}}}})
     params["protocol"]["anomaly"] = {"normal_classes": [0]}
-    record = run_model(params, "digits", "gmm", root=root)
+    record = _run(params, "digits", "gmm", root=root)
     assert "anomaly" not in record["summary"] and "anomaly_seconds" not in record["per_seed"][0]["cost"]
     assert "skip_models" in record["not_applicable"]["anomaly"]
     params["overrides"]["digits"]["protocol"]["anomaly"]["skip_models"] = ["gmn"]
@@ -170,7 +178,7 @@ def test_real_data_floor_is_at_the_models_sample_count_with_an_interval(prepared
 def test_cpu_models_compute_on_the_cpu_and_torch_models_on_the_configured_device():
     """On a GPU machine the scikit-learn models still run (in parallel workers) on the CPU, and say so."""
     from genbench.models import create_model
-    from genbench.runner import model_device, worker_count
+    from genbench.workers import model_device, worker_count
 
     gpu = torch.device("cuda")  # a device object needs no GPU
     assert model_device(create_model("svm", {}), gpu) == torch.device("cpu")
@@ -187,7 +195,7 @@ def test_records_say_what_produced_them_and_grids_carry_their_layout(prepared, t
     shutil.copytree(prepared, root)
     params = _params(seeds=[0])
     params["protocol"]["anomaly"] = {"normal_classes": [0]}
-    record = run_model(params, "digits", "gmm", root=root)
+    record = _run(params, "digits", "gmm", root=root)
     made = record["provenance"]
     assert made["packages"]["torch"] == version("torch") and made["packages"]["scikit-learn"] == version("scikit-learn")
     assert made["date_utc"].endswith("Z") and made["cores"] >= 1 and made["machine"]
@@ -195,3 +203,58 @@ def test_records_say_what_produced_them_and_grids_carry_their_layout(prepared, t
     info = read_json(root / "samples" / "digits" / "gmm" / "info.json")
     assert info["conditional"] and info["grid"]["row_labels"] == [f"y = {c}" for c in range(10)]
     assert info["grid"]["n"] == info["grid"]["per_row"] * 10
+
+
+def test_the_model_stage_stores_what_its_metrics_are_computed_from(prepared, tmp_path):
+    """raw/<dataset>/<model>/: per seed, the test-set probabilities, per-image values, samples at the
+    data's intensity levels, their evaluator features and the one-class scores; the summary stage
+    recomputes the seeds' means and intervals from these files alone."""
+    import numpy as np
+
+    from genbench.data.prepare import PreparedData
+    from genbench.metrics.anomaly import auroc
+    from genbench.metrics.sample_quality import prdc
+
+    root = tmp_path / "copy"
+    shutil.copytree(prepared, root)
+    params = _params()
+    stage = run_model(params, "digits", "gmm", root=root)
+    raw = root / "raw" / "digits" / "gmm"
+    assert not (root / "metrics" / "digits" / "gmm.json").exists()  # the summary stage writes it
+    data = PreparedData(root / "data" / "digits")
+    test = data.split("test")
+    seed = raw / "seed-0"
+    proba, samples = np.load(seed / "test_proba.npy"), np.load(seed / "samples.npy")
+    assert proba.dtype == np.float64 and proba.shape == (len(test.y), 10) and np.allclose(proba.sum(1), 1)
+    accuracy = np.load(seed / "per_image.classification.accuracy.npy")
+    assert accuracy.mean() == pytest.approx(stage["per_seed"][0]["classification"]["accuracy"], abs=1e-7)  # float32 there
+    assert (accuracy == (proba.argmax(1) == test.y.numpy())).all()
+    assert samples.dtype == np.uint8 and samples.shape == (200, 1, 8, 8) and samples.max() <= data.levels - 1
+    assert (np.load(seed / "sample_labels.npy") == np.arange(200) % 10).all()  # class-balanced, conditional
+    features = np.load(seed / "sample_features.npy")
+    assert features.dtype == np.float32 and features.shape == (200, 64)
+    net, _ = load_evaluator(root / "evaluators" / "digits")
+    from genbench.metrics.sample_quality import evaluator_features
+
+    reference = evaluator_features(net, test.x).numpy()
+    again = prdc(torch.from_numpy(reference), torch.from_numpy(features), k=params["protocol"]["prdc_k"])
+    assert again["precision"] == pytest.approx(stage["per_seed"][0]["prdc"]["precision"], abs=1e-6)
+    scores = np.load(seed / "anomaly_scores.npy")
+    assert scores.shape == (2, len(test.y))  # normal classes [0, 1]
+    assert auroc(torch.from_numpy(scores[1]), torch.from_numpy(test.y.numpy() != 1)) == pytest.approx(
+        stage["per_seed"][0]["anomaly"]["auroc_per_class"]["1"])
+    described = read_json(raw / "stage.json")["files"]
+    assert set(described) == {p.stem for p in seed.glob("*.npy")} and set(described) <= set(RAW)
+    # the summary from the stored files equals the one computed from the stage's records in memory
+    record = run_summary(params, "digits", "gmm", root=root)
+    assert read_json(root / "metrics" / "digits" / "gmm.json") == record
+    loaded, per_image, scores, is_anomaly = load_raw(raw)
+    assert scores.shape == (2, 2, len(test.y)) and (is_anomaly[0] == (test.y.numpy() != 0)).all()
+    assert record["summary"] == mean_record(stage["per_seed"])
+    assert record["intervals"]["classification.accuracy"]["mean"] == pytest.approx(
+        np.mean([np.load(raw / f"seed-{s}" / "per_image.classification.accuracy.npy").mean() for s in (0, 1)]))
+
+
+def test_the_summary_stage_says_how_to_get_its_inputs(tmp_path):
+    with pytest.raises(FileNotFoundError, match=r"raw/digits/gmm/stage.json is missing: run the model's stage"):
+        run_summary(_params(), "digits", "gmm", root=tmp_path)

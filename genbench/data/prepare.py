@@ -113,7 +113,7 @@ class PreparedData:
 def run_prepare(params: dict[str, Any], dataset: str, root: str | Path = ".") -> dict:
     """The prepare stage: data/<dataset>/ from params.yaml's datasets.<dataset> and data_seed."""
     from genbench.io import atomic_directory
-    from genbench.pipeline import Paths, check_selection, data_seed_of, dataset_settings
+    from genbench.params import Paths, check_selection, data_seed_of, dataset_settings
 
     check_selection(params, dataset=dataset)
     config = dataset_settings(params, dataset)

@@ -215,7 +215,7 @@ def _entry_page(datasets: Mapping[str, dict], committed_only: set[str] = frozens
 def run_report(params: dict[str, Any], dataset: str, root: str | Path = ".") -> dict[str, Any]:
     """The `report` stage of one dataset (`genbench report <dataset>`): reports/<dataset>/ from the records
     of the models under `models:` in params.yaml."""
-    from genbench.pipeline import Paths, check_selection
+    from genbench.params import Paths, check_selection
 
     check_selection(params, dataset=dataset)
     return build_dataset_report(root, Paths(root).report(dataset), dataset, list(params.get("models") or {}),
@@ -225,7 +225,7 @@ def run_report(params: dict[str, Any], dataset: str, root: str | Path = ".") -> 
 def run_index(params: dict[str, Any], root: str | Path = ".") -> None:
     """The `index` stage (`genbench index`): reports/index.html for the datasets `dvc repro` builds and the
     committed reports of those turned off (`enabled: false`), which it says are not rebuilt here."""
-    from genbench.pipeline import enabled_datasets, index_datasets
+    from genbench.params import enabled_datasets, index_datasets
 
     reports = Path(root) / "reports"
     datasets = index_datasets(params, reports)

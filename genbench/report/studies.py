@@ -51,9 +51,20 @@ def load_studies(root: Path, dataset: str, selection: dict[str, list[str]] | Non
             if not path.exists():
                 raise FileNotFoundError(f"{path} is missing: run `uv run dvc repro pipelines/{dataset}/dvc.yaml:"
                                         f"{study}-{name}`")
-            records[name] = read_json(path)
+            records[name] = _with_intervals(read_json(path))
         out[study] = records
     return out
+
+
+def _with_intervals(record: dict) -> dict:
+    """Each point's mean accuracy with its 95% interval, from the seeds' per-image correctness."""
+    from genbench.summary import accuracy_interval
+
+    for point in record.get("points") or []:
+        for p in (point, point.get("same_total")):
+            if p is not None:
+                p["accuracy"] = accuracy_interval(p["per_seed"])
+    return record
 
 
 # --- paired differences and crossings -----------------------------------------------------------------

@@ -1,6 +1,7 @@
 """What the stages share: where outputs go, and reading params.yaml's common sections with errors that
 name the key. The stage functions live next to what they run: `genbench.data.prepare.run_prepare`,
-`genbench.evaluator.run_evaluator`, `genbench.runner.run_model`, `genbench.studies.run_learning_curve` and
+`genbench.pinned_evaluator.run_evaluator`, `genbench.runner.run_model`, `genbench.summary.run_summary`,
+`genbench.studies.run_learning_curve` and
 `run_augmentation`, `genbench.report.run_report` and
 `run_index` (the CLI's table `genbench.cli.STAGES`). Each writes its outputs atomically.
 
@@ -10,7 +11,8 @@ Outputs (relative to the repository root):
   models/<dataset>/<model>/seed-<s>/    model.pt, one per seed                   (model stage)
   samples/<dataset>/<model>/            grid.png, figure-*.png, info.json        (model stage)
   curves/<dataset>/<model>.csv          training curves, one per seed            (model stage)
-  metrics/<dataset>/<model>.json        per-seed records, means, 95% intervals   (model stage)
+  raw/<dataset>/<model>/                per seed: what every metric is computed from, stage.json  (model stage)
+  metrics/<dataset>/<model>.json        per-seed records, means, 95% intervals   (summary stage, from raw/)
   studies/<dataset>/<study>/<model>.json  learning curves, augmentation          (learning_curve, augmentation)
   reports/<dataset>/, reports/index.html                                         (report, index)
 """
@@ -41,6 +43,9 @@ class Paths:
 
     def samples(self, dataset: str, model: str) -> Path:
         return self.root / "samples" / dataset / model
+
+    def raw(self, dataset: str, model: str) -> Path:
+        return self.root / "raw" / dataset / model
 
     def metrics(self, dataset: str, model: str) -> Path:
         return self.root / "metrics" / dataset / f"{model}.json"
