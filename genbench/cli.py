@@ -137,7 +137,9 @@ def _switch(params_path: str, dataset: str, enabled: bool, root: str) -> int:
     editor.dump(document, text)
     params = yaml.safe_load(text.getvalue())
     expected_files(params, root)  # names and settings checked before anything is written
+    mode = Path(params_path).stat().st_mode
     write_text(Path(params_path), text.getvalue())
+    Path(params_path).chmod(mode)  # the atomic write's temporary file was private
     write_pipelines(params, root)
     state = ("on: `uv run dvc repro` builds it" if enabled else
              "off: `uv run dvc repro` leaves it alone; its committed results stay linked from reports/index.html")

@@ -249,6 +249,7 @@ def test_genbench_enable_and_disable_edit_one_line_of_params_yaml(tmp_path, caps
     assert stale_files(load_params(tmp_path / "params.yaml"), tmp_path) == []
     assert main([*args, "disable", "fashion_mnist"]) == 0
     assert (tmp_path / "params.yaml").read_text() == before
+    assert (tmp_path / "params.yaml").stat().st_mode == (ROOT / "params.yaml").stat().st_mode
     assert not (tmp_path / "pipelines" / "fashion_mnist" / "dvc.yaml").exists()
     assert main([*args, "enable", "imagenet"]) == 1
     assert "'imagenet' is not under 'datasets:'" in capsys.readouterr().err
