@@ -12,8 +12,9 @@ so editing one model's file or params reruns that model and its dataset's report
 
 Static analysis: every `import genbench...` / `from genbench... import ...` anywhere in a module
 (function-level imports included) counts; imports named by strings (the registries' importlib calls,
-the CLI's stage table) are added explicitly from `ENTRY_MODULES` and the model name. The stage itself
-checks at the end that every genbench file it imported is among its declared deps (`check_declared`).
+the CLI's stage table) are added explicitly from `ENTRY_MODULES` and the model name. A stage run by hand
+(`genbench <stage>`, in one fresh process) checks at the end that every genbench file it imported is among
+its declared deps (`check_declared`); tests/test_end_to_end.py runs every kind of stage so.
 """
 
 from __future__ import annotations
@@ -25,6 +26,8 @@ from pathlib import Path
 from typing import Any
 
 import yaml
+
+from genbench.params import Paths
 
 PACKAGE_ROOT = Path(__file__).resolve().parent  # .../genbench
 REPO_ROOT = PACKAGE_ROOT.parent
@@ -78,14 +81,15 @@ def _imports(path: Path, module: str) -> frozenset[str]:
     return frozenset(m for m in found if m.split(".")[0] == "genbench" and _module_path(m))
 
 
-def module_files(modules: list[str]) -> list[str]:
+def module_files(modules: list[str], harness: bool = False) -> list[str]:
     """Repository-relative paths of every genbench file that importing `modules` can execute:
-    the modules, their parent packages' __init__.py, and everything they import, transitively."""
+    the modules, their parent packages' __init__.py, and everything they import, transitively, stopping at
+    the harness unless `harness`."""
     seen: set[str] = set()
     todo = list(modules)
     while todo:
         module = todo.pop()
-        if module in seen or _module_path(module) is None:
+        if module in seen or _module_path(module) is None or (not harness and _is_harness(module)):
             continue
         seen.add(module)
         parts = module.split(".")
@@ -94,9 +98,14 @@ def module_files(modules: list[str]) -> list[str]:
     return sorted(str(_module_path(m).relative_to(REPO_ROOT)) for m in seen)
 
 
-# The harness: the code that starts a stage (the launcher, the CLI) and this generator. It computes no
+# The harness: the code that starts a stage and places its work (the CLI, the engine) and this generator. It computes no
 # number, so it is no stage's dependency (DESIGN.md, principle 1): editing it leaves every result current.
-HARNESS = ("genbench/cli.py", "genbench/launcher.py", "genbench/dvc_pipelines.py")
+HARNESS = ("genbench/cli.py", "genbench/engine.py", "genbench/dvc_pipelines.py")
+
+
+def _is_harness(module: str) -> bool:
+    """The harness starts and places the work; the closure of a stage's code stops there."""
+    return str(_module_path(module).relative_to(REPO_ROOT)) in HARNESS
 
 
 def script_files(script: str) -> list[str]:
@@ -124,7 +133,7 @@ def stage_code(kind: str, model: str | list[str] | None = None) -> list[str]:
         from genbench.models import model_names  # the registry's files, found without importing them
 
         modules = [*modules, *(f"genbench.models.{name}" for name in model_names())]
-        return sorted({script, *module_files(modules), *HARNESS})
+        return sorted({script, *module_files(modules, harness=True), *HARNESS})
     for name in [model] if isinstance(model, str) else model or []:
         modules = [*modules, f"genbench.models.{name}"]
     return sorted((set(script_files(script)) | set(module_files(modules)) | set(STAGE_DATA.get(kind, [])))
@@ -178,46 +187,54 @@ def dataset_pipeline(dataset: str, models: list[str], overrides: dict | None = N
         return [f"studies.{study}",
                 *([f"overrides.{dataset}.studies.{study}"] if study in (overrides.get("studies") or {}) else [])]
 
+    at = Paths()  # the layout, as paths relative to the repository root
+
+    def path(p: Any) -> str:
+        return str(p)
+
+    data = path(at.data(dataset))
+    pinned = [path(at.evaluator(dataset) / "evaluator.pt"), path(at.evaluator(dataset) / "evaluator.json")]
     stages = {
         # depends on CHECKED: a misspelt or removed model gets genbench's message before DVC's "missing params"
         # each setting of datasets.<dataset> but `enabled`: turning a dataset off and on reruns nothing
         "prepare": _stage(f"python stages/prepare.py {dataset}", [*stage_code("prepare"), CHECKED],
-                          ["data_seed", *(f"datasets.{dataset}.{key}" for key in settings)], [f"data/{dataset}"]),
-        # The evaluator's weights are committed (pinned): the stage keeps them and only checks that they
-        # match the data and recipe; `genbench evaluator <dataset> --retrain` is the explicit retraining.
-        "evaluator": _stage(f"python stages/evaluator.py {dataset}", [*stage_code("evaluator"), f"data/{dataset}"],
+                          ["data_seed", *(f"datasets.{dataset}.{key}" for key in settings)], [data]),
+        # The evaluator's weights are a committed input (pinned): the stage checks that they match the data
+        # and recipe, and writes the real-data FID floor; `genbench evaluator <dataset> --retrain` trains them.
+        "evaluator": _stage(f"python stages/evaluator.py {dataset}", [*stage_code("evaluator"), data, *pinned],
                             ["data_seed", "device", "evaluator", *tracked["evaluator"], "seeds", "protocol",
                              *tracked["protocol"]],  # seeds, protocol: the real-data FID floor (reference.json)
-                            [{f"evaluators/{dataset}": {"cache": False, "persist": True}}]),
+                            [{path(at.reference(dataset)): {"cache": False}}]),
     }
     for model in models:
         stages[model] = _stage(
             f"python stages/model.py {dataset} {model}",
             # the pinned network, not the real-data floor (reference.json), a statistic the models never read
-            [*stage_code("model", model), f"data/{dataset}", f"evaluators/{dataset}/evaluator.pt",
-             f"evaluators/{dataset}/evaluator.json"],
+            [*stage_code("model", model), data, *pinned],
             ["seeds", "device", "protocol", *tracked["protocol"], *model_params(model)],
-            [f"models/{dataset}/{model}", f"raw/{dataset}/{model}", {f"samples/{dataset}/{model}": {"cache": False}}],
-            plots=[{f"curves/{dataset}/{model}.csv": {"cache": False, "x": "epoch"}}],
+            [path(at.model(dataset, model)), path(at.raw(dataset, model)),
+             {path(at.samples(dataset, model)): {"cache": False}}],
+            plots=[{path(at.curve(dataset, model)): {"cache": False, "x": "epoch"}}],
         )
         # statistics from the stored raw outputs: a changed statistic reruns this, not the training
         stages[f"summary-{model}"] = _stage(
-            f"python stages/summary.py {dataset} {model}", [*stage_code("summary"), f"raw/{dataset}/{model}"],
-            [], [], metrics=[{f"metrics/{dataset}/{model}.json": {"cache": False}}])
+            f"python stages/summary.py {dataset} {model}", [*stage_code("summary"), path(at.raw(dataset, model))],
+            [], [], metrics=[{path(at.metrics(dataset, model)): {"cache": False}}])
     study_outputs = []
     for study, names in studies.items():
         for model in names:
             fitted = [model] if study == "learning_curve" else [m for m in (model, classifier) if m != "real_only"]
-            out = f"studies/{dataset}/{study}/{model}.json"
+            out = path(at.study(dataset, study, model))
             stages[f"{study}-{model}"] = _stage(
-                f"python stages/{study}.py {dataset} {model}", [*stage_code(study, fitted), f"data/{dataset}"],
+                f"python stages/{study}.py {dataset} {model}", [*stage_code(study, fitted), data],
                 ["seeds", "device", *study_params(study), *(p for m in fitted for p in model_params(m))],
                 [{out: {"cache": False}}])
             study_outputs.append(out)
     stages["report"] = _stage(
         f"python stages/report.py {dataset}",
-        [*stage_code("report"), f"data/{dataset}", f"evaluators/{dataset}", f"metrics/{dataset}",
-         f"samples/{dataset}", f"curves/{dataset}", *study_outputs],
+        [*stage_code("report"), path(at.data(dataset) / "meta.json"), pinned[1], path(at.reference(dataset)),
+         *(path(p) for m in models for p in (at.metrics(dataset, m), at.samples(dataset, m), at.curve(dataset, m))),
+         *study_outputs],
         ["models"],
         [{f"reports/{dataset}": {"cache": False}}],
     )

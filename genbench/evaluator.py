@@ -4,6 +4,7 @@ hash goes into every record that uses it. Trained with the shared loop."""
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import io
 
@@ -81,8 +82,9 @@ def load_evaluator(directory) -> tuple[EvaluatorNet, dict]:
 
     directory = Path(directory)
     if not (directory / "evaluator.pt").exists():
-        raise FileNotFoundError(f"{directory}/evaluator.pt is missing: run `uv run dvc repro` (the evaluator stage "
-                                f"trains one for a new dataset) or `git checkout {directory}` to restore the pinned one")
+        raise FileNotFoundError(f"{directory}/evaluator.pt is missing: `git checkout {directory}` restores the pinned "
+                                f"one; for a new dataset, train one with `uv run genbench evaluator {directory.name} "
+                                f"--retrain` and commit it")
     saved = torch.load(directory / "evaluator.pt", weights_only=True)
     net = EvaluatorNet(tuple(saved["image_shape"]), int(saved["num_classes"]), int(saved["feature_dim"]))
     net.load_state_dict(saved["state"])
@@ -93,3 +95,30 @@ def load_evaluator(directory) -> tuple[EvaluatorNet, dict]:
                           f"{str(record.get('sha256'))[:12]}: the pinned weights were changed. Restore them with "
                           f"`git checkout {directory}` or retrain with `uv run genbench evaluator {directory.name} --retrain`")
     return net.eval(), record
+
+
+def check_fits(record: dict, data, directory) -> None:
+    """The pinned evaluator must have been trained on these splits: FIDs in other features are not comparable."""
+    from pathlib import Path
+
+    from genbench.config import ConfigError
+
+    hashes = {key: data.meta["sha256"][key] for key in ("train_x", "train_y", "test_x", "test_y")}
+    if record.get("data_sha256") != hashes:
+        raise ConfigError(
+            f"the pinned evaluator {directory} (sha256 {str(record.get('sha256'))[:12]}) was trained on other splits "
+            f"than results/{data.meta.get('dataset', Path(directory).name)}/data (datasets.<name> or data_seed changed?). "
+            f"Retrain it deliberately with `uv run genbench evaluator {Path(directory).name} --retrain`, rerun "
+            f"`uv run dvc repro`, and commit {directory} with the new results")
+
+
+def cached_evaluator(directory) -> tuple[EvaluatorNet, dict]:
+    """load_evaluator, once per process while the files are unchanged: an engine worker serves many tasks."""
+    from genbench.data.prepare import fingerprint
+
+    return _cached(str(directory), fingerprint(directory))
+
+
+@functools.lru_cache(maxsize=2)
+def _cached(directory: str, _fingerprint: tuple) -> tuple[EvaluatorNet, dict]:
+    return load_evaluator(directory)

@@ -5,15 +5,18 @@ name the key. The stage functions live next to what they run: `genbench.data.pre
 `run_augmentation`, `genbench.report.run_report` and
 `run_index` (the CLI's table `genbench.cli.STAGES`). Each writes its outputs atomically.
 
-Outputs (relative to the repository root):
-  data/<dataset>/                       splits.pt, meta.json                     (prepare)
-  evaluators/<dataset>/                 evaluator.pt, evaluator.json: committed  (evaluator)
-  models/<dataset>/<model>/seed-<s>/    model.pt, one per seed                   (model stage)
-  samples/<dataset>/<model>/            grid.png, figure-*.png, info.json        (model stage)
-  curves/<dataset>/<model>.csv          training curves, one per seed            (model stage)
-  raw/<dataset>/<model>/                per seed: what every metric is computed from, stage.json  (model stage)
-  metrics/<dataset>/<model>.json        per-seed records, means, 95% intervals   (summary stage, from raw/)
-  studies/<dataset>/<study>/<model>.json  learning curves, augmentation          (learning_curve, augmentation)
+Every generated output of a dataset lies under results/<dataset>/ (relative to the repository root);
+the committed inputs and the pages people read lie apart:
+  evaluators/<dataset>/                 evaluator.pt, evaluator.json: the pinned FID network, committed
+                                        (trained only by `genbench evaluator <dataset> --retrain`)
+  results/<dataset>/data/               splits.pt, meta.json                     (prepare)
+  results/<dataset>/reference.json      the real-data FID floor                  (evaluator)
+  results/<dataset>/<model>/model/      seed-<s>/model.pt                        (model stage)
+  results/<dataset>/<model>/samples/    grid.png, figure-*.png, info.json        (model stage)
+  results/<dataset>/<model>/curve.csv   training curves, one per seed            (model stage)
+  results/<dataset>/<model>/raw/        per seed: what every metric is computed from, stage.json  (model stage)
+  results/<dataset>/<model>/summary.json  per-seed records, means, 95% intervals (summary stage, from raw/)
+  results/<dataset>/<model>/<study>.json  learning_curve, augmentation           (the study stages)
   reports/<dataset>/, reports/index.html                                         (report, index)
 """
 
@@ -26,32 +29,41 @@ from genbench.config import ConfigError, check_type, section
 
 
 class Paths:
+    """Where things are under a root: the repository (what a stage reads) or, for what a stage writes, the
+    folder the engine stages its outputs in (genbench.engine), which mirrors the repository's layout."""
+
     def __init__(self, root: str | Path = "."):
         self.root = Path(root)
-
-    def data(self, dataset: str) -> Path:
-        return self.root / "data" / dataset
 
     def evaluator(self, dataset: str) -> Path:
         return self.root / "evaluators" / dataset
 
+    def results(self, dataset: str) -> Path:
+        return self.root / "results" / dataset
+
+    def data(self, dataset: str) -> Path:
+        return self.results(dataset) / "data"
+
+    def reference(self, dataset: str) -> Path:
+        return self.results(dataset) / "reference.json"
+
     def model(self, dataset: str, model: str) -> Path:
-        return self.root / "models" / dataset / model
+        return self.results(dataset) / model / "model"
 
     def curve(self, dataset: str, model: str) -> Path:
-        return self.root / "curves" / dataset / f"{model}.csv"
+        return self.results(dataset) / model / "curve.csv"
 
     def samples(self, dataset: str, model: str) -> Path:
-        return self.root / "samples" / dataset / model
+        return self.results(dataset) / model / "samples"
 
     def raw(self, dataset: str, model: str) -> Path:
-        return self.root / "raw" / dataset / model
+        return self.results(dataset) / model / "raw"
 
     def metrics(self, dataset: str, model: str) -> Path:
-        return self.root / "metrics" / dataset / f"{model}.json"
+        return self.results(dataset) / model / "summary.json"
 
     def study(self, dataset: str, study: str, model: str) -> Path:
-        return self.root / "studies" / dataset / study / f"{model}.json"
+        return self.results(dataset) / model / f"{study}.json"
 
     def report(self, dataset: str) -> Path:
         return self.root / "reports" / dataset
@@ -177,6 +189,15 @@ def device_of(params: dict[str, Any]):
     from genbench.models.base import resolve_device
 
     return resolve_device(check_type("device", params.get("device", "auto"), str))
+
+
+def model_device(model: Any, configured: Any) -> Any:
+    """Where `model` computes: the configured device for a model with a `device` setting (the torch
+    models), else the CPU (scikit-learn and numpy models), whose tasks then run on CPU workers even on a
+    GPU machine, and whose cost records say cpu."""
+    import torch
+
+    return configured if "device" in model.get_params() else torch.device("cpu")
 
 
 def protocol(params: dict[str, Any]) -> dict[str, Any]:

@@ -32,23 +32,22 @@ def _data_hashes(meta: dict) -> dict:
     return {key: meta["sha256"][key] for key in ("train_x", "train_y", "test_x", "test_y")}
 
 
-def run_evaluator(params: dict, dataset: str, root=".", *, retrain: bool = False) -> dict:
-    """Keep the committed (pinned) evaluator of `dataset` after checking it, or train one.
+def run_evaluator(params: dict, dataset: str, root=".", out=None, *, retrain: bool = False) -> dict:
+    """The `evaluator` stage: check the pinned (committed) evaluator of `dataset` against the data and the
+    recipe, and write the real-data FID floor in its features (results/<dataset>/reference.json, under `out`).
 
     FIDs are only comparable with the same feature network, and retraining it on another machine gives
-    other weights: so the weights are committed with their sha256, and this stage only trains when there
-    are none yet (a new dataset) or when asked to (`genbench evaluator <dataset> --retrain`, which a
-    user runs deliberately and then commits). Kept weights must hash to their recorded sha256 and have
-    been trained on the same data with the same recipe, else the stage stops and says how to retrain.
+    other weights: so the weights are committed in evaluators/<dataset>/ with their sha256, an input that
+    no stage writes. Only `genbench evaluator <dataset> --retrain`, which a user runs deliberately (for a
+    new dataset, or after changing the data or the recipe) and then commits, trains them.
     """
-    import time
     from pathlib import Path
 
     from genbench.config import ConfigError
     from genbench.data.prepare import PreparedData
-    from genbench.io import atomic_directory, write_json
-    from genbench.metrics.fid import frechet_distance
-    from genbench.params import Paths, check_selection, dataset_params, device_of
+    from genbench.evaluator import check_fits
+    from genbench.io import write_json
+    from genbench.params import Paths, check_selection, dataset_params
 
     check_selection(params, dataset=dataset)
     params = dataset_params(params, dataset)
@@ -56,22 +55,31 @@ def run_evaluator(params: dict, dataset: str, root=".", *, retrain: bool = False
     directory = paths.evaluator(dataset)
     data = PreparedData(paths.data(dataset))
     recipe = recipe_of(params)
-    if (directory / "evaluator.json").exists() and not retrain:
-        net, record = load_evaluator(directory)
-        problems = []
-        if record.get("data_sha256") != _data_hashes(data.meta):
-            problems.append(f"its train/test splits differ from data/{dataset} (datasets.{dataset} or data_seed changed?)")
-        if record.get("recipe") != recipe:
-            problems.append(f"its recipe {record.get('recipe')} differs from params.yaml's {recipe}")
-        if problems:
-            raise ConfigError(
-                f"the pinned evaluator evaluators/{dataset} (sha256 {record['sha256'][:12]}) no longer fits: "
-                + "; ".join(problems) + f". FIDs of other weights are not comparable with the committed ones: "
-                f"retrain deliberately with `uv run genbench evaluator {dataset} --retrain`, rerun `uv run dvc repro`, "
-                f"and commit evaluators/{dataset} with the new results")
-        print(f"evaluator {dataset}: keeping the pinned weights (sha256 {record['sha256'][:12]})")
-        write_json(directory / "reference.json", real_data_floor(net, record, data, params))
-        return record
+    if retrain:
+        return train_pinned(params, dataset, data, directory, recipe)
+    net, record = load_evaluator(directory)
+    check_fits(record, data, directory)
+    if record.get("recipe") != recipe:
+        raise ConfigError(
+            f"the pinned evaluator {directory} (sha256 {record['sha256'][:12]}) was trained with the recipe "
+            f"{record.get('recipe')}, and params.yaml now gives {recipe}. FIDs of other weights are not comparable "
+            f"with the committed ones: retrain deliberately with `uv run genbench evaluator {dataset} --retrain`, "
+            f"rerun `uv run dvc repro`, and commit {directory} with the new results")
+    print(f"evaluator {dataset}: keeping the pinned weights (sha256 {record['sha256'][:12]})")
+    floor = real_data_floor(net, record, data, params)
+    write_json(Paths(root if out is None else out).reference(dataset), floor)
+    return floor
+
+
+def train_pinned(params: dict, dataset: str, data, directory, recipe: dict) -> dict:
+    """`genbench evaluator <dataset> --retrain`: train the feature network and write it as the pinned one."""
+    import time
+    from pathlib import Path
+
+    from genbench.io import atomic_directory, write_json
+    from genbench.metrics.fid import frechet_distance
+    from genbench.params import device_of
+
     start = time.perf_counter()
     device = device_of(params)
     train, test = data.split("train"), data.split("test")
@@ -104,7 +112,8 @@ def run_evaluator(params: dict, dataset: str, root=".", *, retrain: bool = False
         torch.save({"state": net.state_dict(), "image_shape": train.image_shape, "num_classes": train.num_classes,
                     "feature_dim": recipe["feature_dim"]}, Path(out) / "evaluator.pt")
         write_json(Path(out) / "evaluator.json", record)
-        write_json(Path(out) / "reference.json", real_data_floor(net, record, data, params))
+    print(f"evaluator {dataset}: trained and pinned {directory} (sha256 {record['sha256'][:12]}); "
+          f"now `uv run dvc repro` and commit {directory}")
     return record
 
 

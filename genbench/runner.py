@@ -1,16 +1,15 @@
 """The per-(dataset, model) stage: for every seed in params.yaml, fit the model, draw samples, compute
 every metric its capabilities allow and run the one-class anomaly protocol; then store, per seed, what
-those metrics are computed from (`raw/<dataset>/<model>/`, see RAW below). Means over seeds and 95%
+those metrics are computed from (`results/<dataset>/<model>/raw/`, see RAW below). Means over seeds and 95%
 intervals are computed downstream from these files (`genbench.summary`, the `summary-<model>` stage),
 so a new or changed statistic retrains nothing.
 
 One stage per model, seeds inside it, keeps the DVC graph and lock small (dvc_pipelines.py says why).
-The work is split into tasks: one per seed (fit, sample, evaluate) and one per (seed, normal class)
-of the anomaly protocol. On the CPU, `workers` forked processes run them, each with one thread: one
-thread per task makes a seed's numbers independent of the number of workers and cores, and these
-small models gain little from a second thread (gan: 17.5 s with one, 17.1 s with two) while two
-processes nearly halve the wall time. On a GPU the tasks run one after another in this process, so
-nothing ever forks a process that may have initialised CUDA. GENBENCH_WORKERS overrides the count.
+The work is split into tasks of the engine (genbench.engine.map_tasks): one per seed (fit, sample,
+evaluate) and one per (seed, normal class) of the anomaly protocol. Each runs on a single-threaded
+worker: one thread per task makes a seed's numbers independent of the number of workers and cores, and
+these small models gain little from a second thread (gan: 17.5 s with one, 17.1 s with two) while two
+workers nearly halve the wall time. A task reads the job's files itself (`Job`: paths, not arrays).
 """
 
 from __future__ import annotations
@@ -19,6 +18,7 @@ import csv
 import inspect
 import io
 import math
+import shutil
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -28,38 +28,50 @@ import numpy as np
 import torch
 
 from genbench.config import ConfigError
-from genbench.data.prepare import PreparedData
+from genbench.data.prepare import PreparedData, cached_prepared
 from genbench.io import atomic_directory, write_json, write_text
 from genbench.models.base import Model, capabilities
-from genbench.params import Paths, build_model, check_selection, dataset_params, device_of, protocol, seeds_of
+from genbench.params import Paths, build_model, check_selection, dataset_params, device_of, model_device, protocol, seeds_of
 from genbench.provenance import model_size, provenance
 from genbench.sampling import draw_samples
-from genbench.workers import model_device, run_tasks, worker_count
 
-@dataclass
+
+@dataclass(frozen=True)
 class Job:
-    """What every task reads. Set before the workers fork, so they inherit it instead of unpickling it."""
+    """What every task of a model stage reads: small, so that it travels to the workers with each task."""
 
     params: dict
     dataset: str
     model_name: str
-    data: PreparedData
-    evaluator: Any  # (network, record)
-    device: torch.device
-    model_dir: Path  # temporary directories, renamed into place when every task succeeded
-    samples_dir: Path
+    data_dir: str
+    evaluator_dir: str
+    device_name: str
+    model_dir: str  # temporary directories, renamed into place when every task succeeded
+    samples_dir: str
     figure_seed: int  # the seed whose samples become the grid and figures
 
+    @property
+    def data(self) -> PreparedData:
+        return cached_prepared(self.data_dir)
 
-_JOB: Job | None = None
+    @property
+    def evaluator(self) -> tuple:  # (network, record)
+        from genbench.evaluator import cached_evaluator
+
+        return cached_evaluator(self.evaluator_dir)
+
+    @property
+    def device(self) -> torch.device:
+        return torch.device(self.device_name)
+
+
 
 
 # --- tasks ------------------------------------------------------------------------------------------
 
 
-def _seed_task(seed: int) -> dict:
+def _seed_task(seed: int, job: Job) -> dict:
     """Fit with `seed`, save, reload (as a later reader would), sample and evaluate."""
-    job = _JOB
     model = build_model(job.params, job.model_name)
     train = job.data.split("train")
     # A fit that takes `val` logs held-out losses per epoch (the validation curve); it never learns from them.
@@ -69,7 +81,8 @@ def _seed_task(seed: int) -> dict:
     fit_seconds = time.perf_counter() - start
     history = model.history
     size = model_size(model)
-    directory = job.model_dir / f"seed-{seed}"
+    directory = Path(job.model_dir) / f"seed-{seed}"
+    shutil.rmtree(directory, ignore_errors=True)  # left by a worker that died here: the task reruns
     model.save(directory)
     model = Model.load(directory)
     start = time.perf_counter()
@@ -82,11 +95,10 @@ def _seed_task(seed: int) -> dict:
             "sample_info": sample_info, "raw": raw}
 
 
-def _one_class_task(seed: int, normal: int) -> dict:
+def _one_class_task(seed: int, normal: int, job: Job) -> dict:
     """One-class protocol (Ruff et al. 2018): a fresh model on class `normal` only, scores for the whole test split."""
     from genbench.metrics.likelihood import model_input
 
-    job = _JOB
     start = time.perf_counter()
     train, test = job.data.split("train"), job.data.split("test")
     model = build_model(job.params, job.model_name).fit(train.subset(train.y == normal, name=f"train class {normal}"),
@@ -103,8 +115,8 @@ def _one_class_task(seed: int, normal: int) -> dict:
             "seconds": time.perf_counter() - start}
 
 
-def _run(task: tuple) -> dict:
-    return _seed_task(task[1]) if task[0] == "seed" else _one_class_task(task[1], task[2])
+def _run(task: tuple, job: Job) -> dict:
+    return _seed_task(task[1], job) if task[0] == "seed" else _one_class_task(task[1], task[2], job)
 
 
 
@@ -217,23 +229,24 @@ def sample_quality(job: Job, model: Any, samples: torch.Tensor, labels: torch.Te
 # --- the stage ------------------------------------------------------------------------------------------
 
 
-def run_model(params: dict[str, Any], dataset: str, model_name: str, root: str | Path = ".") -> dict:
+def run_model(params: dict[str, Any], dataset: str, model_name: str, root: str | Path = ".",
+              out: str | Path | None = None) -> dict:
     """Train, sample and evaluate `model_name` on `dataset` once per seed; store the seeds' records and raw
-    outputs (`write_raw`) for the summary stage. Returns the stage record (stage.json)."""
-    global _JOB
-    from genbench.evaluator import load_evaluator
+    outputs (`write_raw`) for the summary stage, under `out` (default: `root`). Returns the stage record."""
+    from genbench.engine import cluster_size, map_tasks
+    from genbench.evaluator import check_fits, load_evaluator
     from genbench.metrics import anomaly as anomaly_metrics
 
     check_selection(params, dataset=dataset, model=model_name)
     params = dataset_params(params, dataset)
     stage_start = time.perf_counter()
-    paths = Paths(root)
+    paths, written = Paths(root), Paths(root if out is None else out)
     seeds = seeds_of(params)
     proto = protocol(params)
     probe = build_model(params, model_name)  # checks the hyperparameters before any work
     device = model_device(probe, device_of(params))
     data = PreparedData(paths.data(dataset))
-    evaluator = load_evaluator(paths.evaluator(dataset))
+    check_fits(load_evaluator(paths.evaluator(dataset))[1], data, paths.evaluator(dataset))
     caps = capabilities(probe)
     normal = proto["anomaly"]["normal_classes"]
     classes = list(range(data.num_classes)) if normal == "all" else normal
@@ -258,15 +271,11 @@ def run_model(params: dict[str, Any], dataset: str, model_name: str, root: str |
 
     # longest first: the seeds' full fits, then the one-class fits
     tasks = [("seed", s) for s in seeds] + ([("one_class", s, c) for s in seeds for c in classes] if one_class else [])
-    workers = worker_count(device, len(tasks))
-    label = f"{dataset}/{model_name}"
-    with atomic_directory(paths.model(dataset, model_name)) as model_dir, \
-            atomic_directory(paths.samples(dataset, model_name)) as samples_dir:
-        _JOB = Job(params, dataset, model_name, data, evaluator, device, Path(model_dir), Path(samples_dir), seeds[0])
-        try:
-            results = run_tasks(tasks, workers, label, _run)
-        finally:
-            _JOB = None
+    with atomic_directory(written.model(dataset, model_name)) as model_dir, \
+            atomic_directory(written.samples(dataset, model_name)) as samples_dir:
+        job = Job(params, dataset, model_name, str(paths.data(dataset)), str(paths.evaluator(dataset)), str(device),
+                  str(model_dir), str(samples_dir), seeds[0])
+        results = map_tasks(_run, tasks, f"{dataset}/{model_name}", gpu=device.type == "cuda", job=job)
         by_seed = {r["seed"]: r for r in results if r["task"] == "seed"}
         sample_info = by_seed[seeds[0]]["sample_info"]
         if not sample_info["capable"]:
@@ -297,19 +306,19 @@ def run_model(params: dict[str, Any], dataset: str, model_name: str, root: str |
         "hyperparameters": probe.get_params(), "seeds": seeds, "not_applicable": not_applicable,
         "per_seed": records,
         "stage_seconds": time.perf_counter() - stage_start,
-        "workers": workers,
+        "workers": cluster_size(),
         "device": str(device),
         "provenance": provenance(root),
     }
-    _write_curves(paths.curve(dataset, model_name), [(s, by_seed[s]["history"]) for s in seeds])
-    write_raw(paths.raw(dataset, model_name), record, test_y, classes if one_class else None,
+    _write_curves(written.curve(dataset, model_name), [(s, by_seed[s]["history"]) for s in seeds])
+    write_raw(written.raw(dataset, model_name), record, test_y, classes if one_class else None,
               {seed: {**by_seed[seed]["raw"], **{f"per_image.{k}": v for k, v in by_seed[seed]["per_image"].items()},
                       **({"anomaly_scores": scores[i]} if one_class else {})}
                for i, seed in enumerate(seeds)})
     return record
 
 
-# What a model stage stores per seed in raw/<dataset>/<model>/seed-<s>/<name>.npy (np.save: the same bytes
+# What a model stage stores per seed in results/<dataset>/<model>/raw/seed-<s>/<name>.npy (np.save: the same bytes
 # for the same arrays), besides stage.json (the per-seed records, protocol and cost) and test_labels.npy.
 RAW = {
     "test_proba": "float64 (n_test, n_classes): predict_proba on the test split, clipped at 0 and renormalised",
@@ -328,7 +337,7 @@ RAW = {
 
 def write_raw(directory: Path, record: dict, test_y: np.ndarray, anomaly_classes: list[int] | None,
               arrays: dict[int, dict[str, np.ndarray]]) -> None:
-    """raw/<dataset>/<model>/, written atomically: stage.json, test_labels.npy and one folder per seed."""
+    """results/<dataset>/<model>/raw/, written atomically: stage.json, test_labels.npy and one folder per seed."""
     with atomic_directory(directory) as out:
         out = Path(out)
         names = sorted({name for seed_arrays in arrays.values() for name in seed_arrays})

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import math
 import time
+from pathlib import Path
 from typing import Any
 
 import torch
@@ -31,7 +32,7 @@ def draw_samples(job: Any, model: Any, seed: int) -> tuple[torch.Tensor, torch.T
     info = {"capable": True, "n": n, "seed": seed, "sample_seconds": time.perf_counter() - start,
             "conditional": conditional, "image_shape": list(samples.shape[1:])}
     if seed == job.figure_seed:
-        out = job.samples_dir
+        out = Path(job.samples_dir)
         if conditional:
             per_row = max(1, proto["grid_samples"] // classes)
             y = torch.arange(classes).repeat_interleave(per_row)

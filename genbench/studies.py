@@ -22,8 +22,8 @@ loop drops the last partial batch; scikit-learn's MLP keeps it, so there it is w
 Without it, a CNN on 1% of digits would make 30 steps where the full fit makes 600. Models without
 those settings (closed-form fits, EM to convergence) are fitted as params.yaml says.
 
-Outputs: `studies/<dataset>/learning_curve/<model>.json`, `studies/<dataset>/augmentation/<model>.json`
-and `studies/<dataset>/augmentation/real_only.json`; the report reads them (genbench.report.studies).
+Outputs: `results/<dataset>/<model>/learning_curve.json`, `results/<dataset>/<model>/augmentation.json`
+and `results/<dataset>/real_only/augmentation.json`; the report reads them (genbench.report.studies).
 """
 
 from __future__ import annotations
@@ -39,7 +39,7 @@ import torch
 
 from genbench.config import ConfigError, check_type, section
 from genbench.data import Split
-from genbench.data.prepare import PreparedData
+from genbench.data.prepare import PreparedData, cached_prepared
 from genbench.io import write_json
 from genbench.models.base import capabilities
 from genbench.params import Paths, build_model, check_selection, dataset_params, device_of, seeds_of
@@ -205,21 +205,24 @@ def _bits(correct: np.ndarray) -> str:
     return "".join("1" if c else "0" for c in correct)
 
 
-# --- the tasks (forked workers read _JOB, as in genbench.runner) -----------------------------------------
+# --- the tasks (on the engine's workers, as in genbench.runner) ----------------------------------------------
 
 
-@dataclass
+@dataclass(frozen=True)
 class StudyJob:
+    """What every task of a study stage reads: small, so that it travels to the workers with each task."""
+
     params: dict
     study: str
     model: str  # the classifier (learning curve), the generator, or REAL_ONLY
     config: dict
-    data: PreparedData
+    data_dir: str
     counts: list[np.ndarray]  # per point: images per class
     totals: list[np.ndarray]  # augmentation: per point, images per class of the same total size
 
-
-_JOB: StudyJob | None = None
+    @property
+    def data(self) -> PreparedData:
+        return cached_prepared(self.data_dir)
 
 
 def _subset(job: StudyJob, counts: np.ndarray, seed: int, name: str) -> Split:
@@ -240,11 +243,10 @@ def _fit_and_score(job: StudyJob, name: str, train: Split, seed: int) -> dict:
             "n_train": len(train), "adjusted": adjusted}
 
 
-def _study_task(task: tuple) -> dict:
+def _study_task(task: tuple, job: StudyJob) -> dict:
     """(kind, seed, point): kind 'fit' (learning curve, real-only at the real size), 'total' (real-only at
     the augmented total size) or 'augment' (generator on the real subset, then the classifier on both)."""
     kind, seed, point = task
-    job = _JOB
     real = _subset(job, job.counts[point], seed, f"train subset {point}")
     if kind == "fit":
         name = job.model if job.study == "learning_curve" else job.config["classifier"]
@@ -284,12 +286,13 @@ def _point(results: list[dict], fraction: float, counts: np.ndarray) -> dict:
 # --- the stages -------------------------------------------------------------------------------------------
 
 
-def run_study(params: dict[str, Any], study: str, dataset: str, model: str, root: str | Path = ".") -> dict:
+def run_study(params: dict[str, Any], study: str, dataset: str, model: str, root: str | Path = ".",
+              out: str | Path | None = None) -> dict:
     """One study stage: fit `model` (for augmentation: a generator, or REAL_ONLY) over every point and seed,
-    write studies/<dataset>/<study>/<model>.json and return it."""
-    global _JOB
+    write results/<dataset>/<model>/<study>.json (under `out`, default `root`) and return it."""
+    from genbench.engine import map_tasks
+    from genbench.params import model_device
     from genbench.provenance import provenance
-    from genbench.workers import model_device, run_tasks, worker_count
 
     check_selection(params, dataset=dataset)
     start = time.perf_counter()
@@ -318,11 +321,8 @@ def run_study(params: dict[str, Any], study: str, dataset: str, model: str, root
     device = torch.device("cpu") if devices == {"cpu"} else device_of(params)
     # longest first: the largest subsets
     tasks = [(kind, seed, p) for p in reversed(range(len(fractions))) for kind in kinds for seed in seeds]
-    _JOB = StudyJob(params, study, model, config, data, counts, totals)
-    try:
-        results = run_tasks(tasks, worker_count(device, len(tasks)), f"{dataset}/{study}/{model}", run=_study_task)
-    finally:
-        _JOB = None
+    job = StudyJob(params, study, model, config, str(paths.data(dataset)), counts, totals)
+    results = map_tasks(_study_task, tasks, f"{dataset}/{study}/{model}", gpu=device.type == "cuda", job=job)
     by_task = {r.pop("task"): r for r in results}
 
     points = []
@@ -346,13 +346,15 @@ def run_study(params: dict[str, Any], study: str, dataset: str, model: str, root
         record["classifier"] = {"model": config["classifier"], "hyperparameters": classifier.get_params()}
         if model != REAL_ONLY:
             record["kind"] = probe.kind
-    write_json(paths.study(dataset, study, model), record)
+    write_json(Paths(root if out is None else out).study(dataset, study, model), record)
     return record
 
 
-def run_learning_curve(params: dict[str, Any], dataset: str, model: str, root: str | Path = ".") -> dict:
-    return run_study(params, "learning_curve", dataset, model, root=root)
+def run_learning_curve(params: dict[str, Any], dataset: str, model: str, root: str | Path = ".",
+                       out: str | Path | None = None) -> dict:
+    return run_study(params, "learning_curve", dataset, model, root=root, out=out)
 
 
-def run_augmentation(params: dict[str, Any], dataset: str, model: str, root: str | Path = ".") -> dict:
-    return run_study(params, "augmentation", dataset, model, root=root)
+def run_augmentation(params: dict[str, Any], dataset: str, model: str, root: str | Path = ".",
+                     out: str | Path | None = None) -> dict:
+    return run_study(params, "augmentation", dataset, model, root=root, out=out)

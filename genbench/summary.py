@@ -1,6 +1,6 @@
 """The `summary-<model>` stage: a model's means over seeds and 95% intervals, computed from what its model
-stage stored (`raw/<dataset>/<model>/`: the seeds' records and per-image arrays, genbench.runner.RAW), into
-`metrics/<dataset>/<model>.json`. Its code is the statistics, not the model: editing `genbench.stats` or
+stage stored (`results/<dataset>/<model>/raw/`: the seeds' records and per-image arrays, genbench.runner.RAW),
+into `results/<dataset>/<model>/summary.json`. Its code is the statistics, not the model: editing `genbench.stats` or
 this file reruns these stages and the report, and retrains nothing. The studies' intervals
 (`accuracy_interval`) are likewise computed by the report from the studies' per-image outputs."""
 
@@ -127,12 +127,12 @@ def summary_record(stage: dict, per_image: list[dict], scores: np.ndarray | None
             "intervals": intervals(records, per_image, scores, is_anomaly), **{k: stage[k] for k in tail}}
 
 
-def run_summary(params: dict[str, Any], dataset: str, model_name: str, root: str | Path = ".") -> dict:
-    """The `summary-<model>` stage: metrics/<dataset>/<model>.json from raw/<dataset>/<model>/."""
+def run_summary(params: dict[str, Any], dataset: str, model_name: str, root: str | Path = ".",
+                out: str | Path | None = None) -> dict:
+    """The `summary-<model>` stage: results/<dataset>/<model>/summary.json from its raw/ folder."""
     check_selection(params, dataset=dataset, model=model_name)
-    paths = Paths(root)
-    record = summary_record(*load_raw(paths.raw(dataset, model_name)))
-    write_json(paths.metrics(dataset, model_name), record)
+    record = summary_record(*load_raw(Paths(root).raw(dataset, model_name)))
+    write_json(Paths(root if out is None else out).metrics(dataset, model_name), record)
     return record
 
 

@@ -1,11 +1,11 @@
 """DVC stage `prepare`: a thin CLI over `genbench prepare` (see genbench.cli.STAGES and `genbench prepare --help`).
 
-Runs through genbench.launcher, which forks it from a warm interpreter when one is running."""
+Runs through genbench.engine: on the engine's warm workers, or here for a light stage."""
 
 import sys
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # this checkout's genbench: the code DVC tracks
-from genbench.launcher import run_stage  # noqa: E402
+from genbench.engine import run_stage  # noqa: E402
 
 sys.exit(run_stage("prepare", sys.argv[1:]))

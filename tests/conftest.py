@@ -34,3 +34,12 @@ def tiny_digits(digits_splits):
     """200 training images, 60 test images: enough for the contract, fast to fit."""
     train, test = digits_splits["train"], digits_splits["test"]
     return Split(train.x[:200], train.y[:200], 17, 10, "train"), Split(test.x[:60], test.y[:60], 17, 10, "test")
+
+
+@pytest.fixture(scope="session", autouse=True)
+def engine():
+    """The stages' tasks run on Dask (genbench.engine): here on one single-threaded worker in this process."""
+    from genbench.engine import in_process
+
+    with in_process():
+        yield

@@ -11,7 +11,7 @@ import pytest
 
 from genbench.config import load_params
 from genbench.evaluator import load_evaluator
-from genbench.params import enabled_datasets, index_datasets
+from genbench.params import Paths, enabled_datasets, index_datasets
 from genbench.report.leaderboard import CI_SUFFIXES, METRIC_COLUMNS, RANKED
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -66,15 +66,15 @@ def test_committed_studies_match_params_the_benchmark_and_each_other(dataset):
     from genbench.studies import STUDIES
 
     selection = study_selection(ROOT, dataset) or {  # a dataset turned off has no pipeline: its committed files
-        study: sorted(p.stem for p in (ROOT / "studies" / dataset / study).glob("*.json")) for study in STUDIES}
+        study: sorted(p.parent.name for p in Paths(ROOT).results(dataset).glob(f"*/{study}.json")) for study in STUDIES}
     params = dataset_params(PARAMS, dataset)
     curves = {}
     for model in selection["learning_curve"]:
-        curve = curves[model] = read_json(ROOT / "studies" / dataset / "learning_curve" / f"{model}.json")
+        curve = curves[model] = read_json(Paths(ROOT).study(dataset, "learning_curve", model))
         assert curve["settings"] == settings(params, "learning_curve") and curve["seeds"] == PARAMS["seeds"]
         full = curve["points"][-1]
         if full["fraction"] == 1.0:
-            record = read_json(ROOT / "metrics" / dataset / f"{model}.json")
+            record = read_json(Paths(ROOT).metrics(dataset, model))
             assert [s["accuracy"] for s in full["per_seed"]] == pytest.approx(
                 [s["classification"]["accuracy"] for s in record["per_seed"]], abs=1e-6), model
     report = (ROOT / "reports" / dataset / "README.md").read_text()
@@ -83,7 +83,7 @@ def test_committed_studies_match_params_the_benchmark_and_each_other(dataset):
         assert (ROOT / "reports" / dataset / "figures" / "learning-curves.svg").exists()
     if selection["augmentation"]:
         config = settings(params, "augmentation")
-        real = read_json(ROOT / "studies" / dataset / "augmentation" / f"{REAL_ONLY}.json")
+        real = read_json(Paths(ROOT).study(dataset, "augmentation", REAL_ONLY))
         assert real["settings"] == config
         shared = 0
         for point in real["points"]:
@@ -108,16 +108,16 @@ def test_committed_summaries_are_recomputed_from_the_stored_raw_outputs(dataset)
     from genbench.io import read_json
     from genbench.summary import load_raw, summary_record
 
-    missing = [m for m in PARAMS["models"] if not (ROOT / "raw" / dataset / m / "stage.json").exists()]
+    missing = [m for m in PARAMS["models"] if not (Paths(ROOT).raw(dataset, m) / "stage.json").exists()]
     if missing:
-        message = (f"raw/{dataset}/ lacks {', '.join(missing)}: the raw outputs are DVC-cached, "
+        message = (f"results/{dataset}/<model>/raw/ is missing for {', '.join(missing)}: the raw outputs are DVC-cached, "
                    "run `uv run dvc repro` first")
         if os.environ.get("GENBENCH_AFTER_REPRO") == "1":
             pytest.fail(message)
         pytest.skip(message)
     for model in PARAMS["models"]:
-        committed = read_json(ROOT / "metrics" / dataset / f"{model}.json")
-        again = summary_record(*load_raw(ROOT / "raw" / dataset / model))
+        committed = read_json(Paths(ROOT).metrics(dataset, model))
+        again = summary_record(*load_raw(Paths(ROOT).raw(dataset, model)))
         assert again["per_seed"] == committed["per_seed"], model
         assert again["summary"] == committed["summary"], model
         assert again["intervals"] == committed["intervals"], model

@@ -46,10 +46,10 @@ def test_model_stage_depends_on_what_its_code_imports(model, needs, not_needed):
                                          ("learning_curve", "cnn"), ("augmentation", ["cgan", "cnn"]),
                                          ("report", None), ("index", None)])
 def test_no_result_depends_on_the_harness(kind, model):
-    """The CLI, the launcher and the generator compute no number: editing them must rerun nothing (DESIGN.md,
+    """The CLI, the engine and the generator compute no number: editing them must rerun nothing (DESIGN.md,
     principle 1). Only the check stage, which runs the generator, depends on them."""
     deps = set(stage_code(kind, model))
-    assert HARNESS == ("genbench/cli.py", "genbench/launcher.py", "genbench/dvc_pipelines.py")
+    assert HARNESS == ("genbench/cli.py", "genbench/engine.py", "genbench/dvc_pipelines.py")
     assert not deps & set(HARNESS)
     if kind in ("prepare", "evaluator", "model", "report", "index"):
         assert "genbench/studies.py" not in deps  # the studies' stage selection is the generator's business
@@ -100,14 +100,20 @@ def test_every_model_and_dataset_of_params_gets_a_stage():
     assert {"genbench/models/cgan.py", "genbench/models/cnn.py", "genbench/studies.py"} <= set(augment["deps"])
     assert "genbench/models/gmm.py" not in augment["deps"]
     assert {"models.cgan", "models.cnn", "studies.augmentation"} <= set(augment["params"])
-    assert "studies/digits/augmentation/cgan.json" in stages["report"]["deps"]
+    assert "results/digits/cgan/augmentation.json" in stages["report"]["deps"]
     # Fashion-MNIST's CPU profile runs no study
     fashion = yaml.safe_load(files["pipelines/fashion_mnist/dvc.yaml"])["stages"]
     assert not any(name.startswith(("learning_curve-", "augmentation-")) for name in fashion)
     # a model stage stores raw outputs; its summary stage, reading them, writes the metrics record
-    assert {"raw/digits/gmm": {"persist": True}} in stages["gmm"]["outs"] and "metrics" not in stages["gmm"]
-    assert stages["summary-gmm"]["deps"][-1] == "raw/digits/gmm"
-    assert stages["summary-gmm"]["metrics"] == [{"metrics/digits/gmm.json": {"cache": False, "persist": True}}]
+    assert {"results/digits/gmm/raw": {"persist": True}} in stages["gmm"]["outs"] and "metrics" not in stages["gmm"]
+    assert stages["summary-gmm"]["deps"][-1] == "results/digits/gmm/raw"
+    assert stages["summary-gmm"]["metrics"] == [{"results/digits/gmm/summary.json": {"cache": False, "persist": True}}]
+    # every generated output under results/<dataset>/ (or reports/); the pinned evaluator is an input
+    for stage in stages.values():
+        for entry in [*stage.get("outs", []), *stage.get("metrics", []), *stage.get("plots", [])]:
+            assert next(iter(entry)).startswith(("results/digits/", "reports/digits")), entry
+    assert "evaluators/digits/evaluator.pt" in stages["gmm"]["deps"] and "evaluators/digits/evaluator.pt" in \
+        stages["evaluator"]["deps"]
     # every output persists: a failed rerun keeps the last good results (tests/test_end_to_end.py)
     for path in ("dvc.yaml", "pipelines/digits/dvc.yaml"):
         for stage in yaml.safe_load(files[path])["stages"].values():

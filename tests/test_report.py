@@ -154,20 +154,20 @@ def write(path: Path, text: str) -> None:
 
 def make_root(root: Path) -> None:
     for model, rec in records().items():
-        write(root / "metrics" / "digits" / f"{model}.json", json.dumps(rec))
+        write(root / "results" / "digits" / model / "summary.json", json.dumps(rec))
         capable = "generate" in rec.get("capabilities", [])
-        write(root / "samples" / "digits" / model / "info.json", json.dumps({"capable": capable}))
+        write(root / "results" / "digits" / model / "samples" / "info.json", json.dumps({"capable": capable}))
         if capable:
             save_image(torch.rand(16, 1, 8, 8, generator=torch.Generator().manual_seed(0)),
-                       root / "samples" / "digits" / model / "grid.png", nrow=4)
-    write(root / "curves" / "digits" / "vae.csv",
+                       root / "results" / "digits" / model / "samples" / "grid.png", nrow=4)
+    write(root / "results" / "digits" / "vae" / "curve.csv",
           "seed,epoch,elbo,kl\n" + "".join(f"{s},{e},{60.0 - 10 * e + s},{3.0 + e}\n" for s in SEEDS for e in range(3)))
-    write(root / "curves" / "digits" / "cnn.csv", "seed,epoch,loss\n0,0,1.2\n0,1,0.4\n1,0,1.1\n1,1,0.5\n")
-    write(root / "curves" / "digits" / "gaussian_nb.csv", "seed,epoch,loss\n")  # closed form: header only
+    write(root / "results" / "digits" / "cnn" / "curve.csv", "seed,epoch,loss\n0,0,1.2\n0,1,0.4\n1,0,1.1\n1,1,0.5\n")
+    write(root / "results" / "digits" / "gaussian_nb" / "curve.csv", "seed,epoch,loss\n")  # closed form: header only
     write(root / "evaluators" / "digits" / "evaluator.json", json.dumps({
         "test_accuracy": 0.97, "sha256": SHA, "feature_dim": 64,
         "reference_fid": {"value": 1.75, "description": "FID of the train split against the test split"}}))
-    write(root / "data" / "digits" / "meta.json", json.dumps({
+    write(root / "results" / "digits" / "data" / "meta.json", json.dumps({
         "dataset": "digits", "levels": 17, "image_shape": [1, 8, 8], "num_classes": 10,
         "sizes": {"train": 1293, "val": 144, "test": 360}}))
 
@@ -322,7 +322,7 @@ def test_readme_separates_likelihood_spaces_with_units(report):
     anomaly = parts["Anomaly detection"]
     assert "mean AUROC ↑" in anomaly and "AUROC 2" in anomaly and "Ruff et al. 2018" in anomaly
     cost = parts["Cost"]
-    assert "fit (s)" in cost and "stage wall (s)" in cost and "workers" in cost and "parallel worker processes" in cost
+    assert "fit (s)" in cost and "stage wall (s)" in cost and "workers" in cost and "in parallel on its worker processes" in cost
     assert "Interval method: Student t over 3 seeds." in cost
     assert "![vae](samples/vae.svg)" in parts["Samples"] and "![cnn](curves/cnn.svg)" in parts["Training curves"]
     assert "band: the seeds' minimum to maximum" in parts["Training curves"]
@@ -372,7 +372,7 @@ def test_index_lists_only_the_given_datasets(report, tmp_path):
 
 def test_listed_model_without_record_names_file_and_stage(tmp_path):
     make_root(tmp_path)
-    with pytest.raises(FileNotFoundError, match=r"metrics/digits/svm.json .*dvc repro pipelines/digits/dvc.yaml:svm"):
+    with pytest.raises(FileNotFoundError, match=r"results/digits/svm/summary.json .*dvc repro pipelines/digits/dvc.yaml:summary-svm"):
         build_dataset_report(tmp_path, tmp_path / "reports" / "digits", "digits", ["cnn", "svm"])
     assert not (tmp_path / "reports" / "digits").exists()
 
@@ -386,8 +386,8 @@ def test_stage_functions_read_the_models_and_datasets_of_params(tmp_path):
     assert list(board["model"]) == ["cnn", "gaussian_nb"]
     run_index(params, root=tmp_path)
     assert 'href="digits/index.html"' in (tmp_path / "reports" / "index.html").read_text()
-    (tmp_path / "metrics" / "digits" / "cnn.json").write_text('{"dataset": "digits", "model": "cnn"}')
-    with pytest.raises(ValueError, match=r"cnn.json has no `summary`.*pipelines/digits/dvc.yaml:cnn"):
+    (tmp_path / "results" / "digits" / "cnn" / "summary.json").write_text('{"dataset": "digits", "model": "cnn"}')
+    with pytest.raises(ValueError, match=r"cnn/summary.json has no `summary`.*pipelines/digits/dvc.yaml:summary-cnn"):
         run_report(params, "digits", root=tmp_path)
 
 

@@ -41,6 +41,7 @@ def _params(**override) -> dict:
 def prepared(tmp_path_factory) -> Path:
     root = tmp_path_factory.mktemp("root")
     run_prepare(_params(), "digits", root=root)
+    run_evaluator(_params(), "digits", root=root, retrain=True)  # pinned for this recipe, as for a new dataset
     run_evaluator(_params(), "digits", root=root)
     return root
 
@@ -50,15 +51,19 @@ def test_pinned_evaluator_is_kept_checked_and_retrained_only_on_request(prepared
     shutil.copytree(prepared, root)
     weights = root / "evaluators" / "digits" / "evaluator.pt"
     before = weights.read_bytes()
-    kept = run_evaluator(_params(), "digits", root=root)
-    assert weights.read_bytes() == before and kept["sha256"] == load_evaluator(weights.parent)[1]["sha256"]
+    floor = run_evaluator(_params(), "digits", root=root)
+    assert weights.read_bytes() == before
+    assert floor["fid"]["features_sha256"] == load_evaluator(weights.parent)[1]["sha256"]
+    assert read_json(root / "results" / "digits" / "reference.json") == floor
     # another recipe: no silent retraining, a message saying how
-    with pytest.raises(ConfigError, match=r"recipe .* differs.*--retrain"):
+    with pytest.raises(ConfigError, match=r"recipe .* now gives.*--retrain"):
         run_evaluator(_params(evaluator={"epochs": 2}), "digits", root=root)
     # other data: likewise
     run_prepare(_params(datasets={"digits": {"val_fraction": 0.2}}), "digits", root=root)
-    with pytest.raises(ConfigError, match=r"splits differ"):
+    with pytest.raises(ConfigError, match=r"trained on other splits.*--retrain"):
         run_evaluator(_params(), "digits", root=root)
+    with pytest.raises(ConfigError, match=r"trained on other splits"):  # and no model stage uses it
+        run_model(_params(), "digits", "gmm", root=root)
     # retraining is explicit and records the new data and recipe
     record = run_evaluator(_params(datasets={"digits": {"val_fraction": 0.2}}, evaluator={"epochs": 2}),
                            "digits", root=root, retrain=True)
@@ -78,19 +83,29 @@ def test_changed_weights_are_refused(prepared, tmp_path):
         load_evaluator(weights.parent)
 
 
-def test_seed_numbers_do_not_depend_on_the_number_of_workers(prepared, tmp_path, monkeypatch):
+def test_seed_numbers_do_not_depend_on_the_number_of_workers(prepared, tmp_path):
+    """The engine's spawned workers, one or two: the same records and raw outputs, bit for bit."""
+    import numpy as np
+    from distributed import Client, LocalCluster
+
     records = {}
-    for workers in ("1", "2"):
-        root = tmp_path / workers
+    for workers in (1, 2):
+        root = tmp_path / str(workers)
         shutil.copytree(prepared, root)
-        monkeypatch.setenv("GENBENCH_WORKERS", workers)
-        records[workers] = _run(_params(), "digits", "gmm", root=root)
-        assert records[workers]["workers"] == int(workers)
-    for one, two in zip(records["1"]["per_seed"], records["2"]["per_seed"]):
+        with LocalCluster(n_workers=workers, threads_per_worker=1, processes=True, dashboard_address=None,
+                          worker_dashboard_address=None, preload=["genbench.engine"]) as cluster, \
+                Client(cluster) as client, client.as_current():
+            records[workers] = _run(_params(), "digits", "gmm", root=root)
+        assert records[workers]["workers"] == workers
+    for one, two in zip(records[1]["per_seed"], records[2]["per_seed"]):
         one, two = dict(one), dict(two)
         one.pop("cost"), two.pop("cost")
         assert one == two
-    record = records["2"]
+    raw = [sorted((tmp_path / str(w) / "results" / "digits" / "gmm" / "raw").rglob("*.npy")) for w in (1, 2)]
+    assert len(raw[0]) == len(raw[1]) > 10
+    for one, two in zip(*raw):
+        assert one.name == two.name and np.load(one).tobytes() == np.load(two).tobytes(), one
+    record = records[2]
     assert [r["seed"] for r in record["per_seed"]] == [0, 1]
     assert record["per_seed"][0]["classification"] != record["per_seed"][1]["classification"]  # seeds differ
     accuracy = [r["classification"]["accuracy"] for r in record["per_seed"]]
@@ -100,11 +115,10 @@ def test_seed_numbers_do_not_depend_on_the_number_of_workers(prepared, tmp_path,
     assert "bootstrap over 360 test images" in interval["method"]
     assert "bootstrap" in record["intervals"]["anomaly.auroc_mean"]["method"]
     assert "bootstrap" not in record["intervals"]["fid.value"]["method"]  # across seeds only
-    on_disk = read_json(tmp_path / "2" / "metrics" / "digits" / "gmm.json")
-    assert on_disk["summary"] == record["summary"]
-    assert sorted(p.name for p in (tmp_path / "2" / "models" / "digits" / "gmm").iterdir()) == ["seed-0", "seed-1"]
-    curve = (tmp_path / "2" / "curves" / "digits" / "gmm.csv").read_text().splitlines()
-    assert curve[0].startswith("seed,epoch")
+    gmm = tmp_path / "2" / "results" / "digits" / "gmm"
+    assert read_json(gmm / "summary.json")["summary"] == record["summary"]
+    assert sorted(p.name for p in (gmm / "model").iterdir()) == ["seed-0", "seed-1"]
+    assert (gmm / "curve.csv").read_text().splitlines()[0].startswith("seed,epoch")
 
 
 def test_mean_record_averages_numbers_and_keeps_text():
@@ -112,20 +126,6 @@ def test_mean_record_averages_numbers_and_keeps_text():
                {"seed": 1, "fid": {"value": 3.0, "n_generated": 10, "features": "cnn"}, "extra": [{"nll_nats": 4.0}]}]
     assert mean_record(records) == {"fid": {"value": 2.0, "n_generated": 10, "features": "cnn"},
                                     "extra": [{"nll_nats": 3.0}]}
-
-
-def test_a_failing_task_stops_its_workers_even_when_the_parent_handles_sigterm():
-    """Workers inherit the parent's signal handlers; one that swallowed SIGTERM made Pool.terminate()
-    wait forever after a failed task (seen when a launcher test had left its forwarding handler)."""
-    import subprocess
-    import sys
-
-    script = ("import signal; signal.signal(signal.SIGTERM, lambda *a: None)\n"
-              "from genbench.runner import _run\nfrom genbench.workers import run_tasks\n"
-              "try:\n    run_tasks([('seed', 0), ('seed', 1), ('seed', 2)], 2, 'test', _run)\n"
-              "except AttributeError:\n    print('raised')\n")  # no job is set: every task fails
-    result = subprocess.run([sys.executable, "-c", script], cwd=ROOT, capture_output=True, text=True, timeout=60)
-    assert result.returncode == 0 and "raised" in result.stdout, result.stderr
 
 
 def test_the_model_stage_trains_with_its_datasets_overrides(prepared, tmp_path):
@@ -161,8 +161,8 @@ def test_real_data_floor_is_at_the_models_sample_count_with_an_interval(prepared
     from genbench.metrics.fid import frechet_distance
 
     net, evaluator = load_evaluator(prepared / "evaluators" / "digits")
-    floor = read_json(prepared / "evaluators" / "digits" / "reference.json")["fid"]
-    data = PreparedData(prepared / "data" / "digits")
+    floor = read_json(prepared / "results" / "digits" / "reference.json")["fid"]
+    data = PreparedData(prepared / "results" / "digits" / "data")
     train, test = data.split("train").x, data.split("test").x
     assert floor["n_generated"] == 200 == _params()["protocol"]["fid_samples"]  # the models' count, not the split's
     assert floor["n_reference"] == len(test) and floor["features_sha256"] == evaluator["sha256"]
@@ -178,13 +178,12 @@ def test_real_data_floor_is_at_the_models_sample_count_with_an_interval(prepared
 def test_cpu_models_compute_on_the_cpu_and_torch_models_on_the_configured_device():
     """On a GPU machine the scikit-learn models still run (in parallel workers) on the CPU, and say so."""
     from genbench.models import create_model
-    from genbench.workers import model_device, worker_count
+    from genbench.params import model_device
 
     gpu = torch.device("cuda")  # a device object needs no GPU
     assert model_device(create_model("svm", {}), gpu) == torch.device("cpu")
     assert model_device(create_model("gmm", {}), gpu) == torch.device("cpu")
     assert model_device(create_model("vae", {}, device="cpu"), gpu) == gpu
-    assert worker_count(gpu, 6) == 1  # torch models: one process owns the GPU
 
 
 def test_records_say_what_produced_them_and_grids_carry_their_layout(prepared, tmp_path):
@@ -200,13 +199,13 @@ def test_records_say_what_produced_them_and_grids_carry_their_layout(prepared, t
     assert made["packages"]["torch"] == version("torch") and made["packages"]["scikit-learn"] == version("scikit-learn")
     assert made["date_utc"].endswith("Z") and made["cores"] >= 1 and made["machine"]
     assert record["summary"]["size"]["parameters"] > 0
-    info = read_json(root / "samples" / "digits" / "gmm" / "info.json")
+    info = read_json(root / "results" / "digits" / "gmm" / "samples" / "info.json")
     assert info["conditional"] and info["grid"]["row_labels"] == [f"y = {c}" for c in range(10)]
     assert info["grid"]["n"] == info["grid"]["per_row"] * 10
 
 
 def test_the_model_stage_stores_what_its_metrics_are_computed_from(prepared, tmp_path):
-    """raw/<dataset>/<model>/: per seed, the test-set probabilities, per-image values, samples at the
+    """results/<dataset>/<model>/raw/: per seed, the test-set probabilities, per-image values, samples at the
     data's intensity levels, their evaluator features and the one-class scores; the summary stage
     recomputes the seeds' means and intervals from these files alone."""
     import numpy as np
@@ -219,9 +218,9 @@ def test_the_model_stage_stores_what_its_metrics_are_computed_from(prepared, tmp
     shutil.copytree(prepared, root)
     params = _params()
     stage = run_model(params, "digits", "gmm", root=root)
-    raw = root / "raw" / "digits" / "gmm"
-    assert not (root / "metrics" / "digits" / "gmm.json").exists()  # the summary stage writes it
-    data = PreparedData(root / "data" / "digits")
+    raw = root / "results" / "digits" / "gmm" / "raw"
+    assert not (root / "results" / "digits" / "gmm" / "summary.json").exists()  # the summary stage writes it
+    data = PreparedData(root / "results" / "digits" / "data")
     test = data.split("test")
     seed = raw / "seed-0"
     proba, samples = np.load(seed / "test_proba.npy"), np.load(seed / "samples.npy")
@@ -247,7 +246,7 @@ def test_the_model_stage_stores_what_its_metrics_are_computed_from(prepared, tmp
     assert set(described) == {p.stem for p in seed.glob("*.npy")} and set(described) <= set(RAW)
     # the summary from the stored files equals the one computed from the stage's records in memory
     record = run_summary(params, "digits", "gmm", root=root)
-    assert read_json(root / "metrics" / "digits" / "gmm.json") == record
+    assert read_json(root / "results" / "digits" / "gmm" / "summary.json") == record
     loaded, per_image, scores, is_anomaly = load_raw(raw)
     assert scores.shape == (2, 2, len(test.y)) and (is_anomaly[0] == (test.y.numpy() != 0)).all()
     assert record["summary"] == mean_record(stage["per_seed"])
@@ -256,5 +255,5 @@ def test_the_model_stage_stores_what_its_metrics_are_computed_from(prepared, tmp
 
 
 def test_the_summary_stage_says_how_to_get_its_inputs(tmp_path):
-    with pytest.raises(FileNotFoundError, match=r"raw/digits/gmm/stage.json is missing: run the model's stage"):
+    with pytest.raises(FileNotFoundError, match=r"results/digits/gmm/raw/stage.json is missing: run the model's stage"):
         run_summary(_params(), "digits", "gmm", root=tmp_path)

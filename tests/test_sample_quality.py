@@ -146,7 +146,9 @@ def test_samples_of_another_domain_are_judged_in_that_domain(digits_splits, eval
     """cyclegan's samples are thickened digits: the evaluate stage maps the reference split and the
     training images through `sample_domain` first, so perfect translations get FID ~0, not a large one."""
     from genbench.models.cyclegan import thicken
-    from genbench.runner import Job, sample_quality
+    from types import SimpleNamespace
+
+    from genbench.runner import sample_quality
 
     class Data:  # the PreparedData interface sample_quality reads
         def split(self, name):
@@ -161,7 +163,8 @@ def test_samples_of_another_domain_are_judged_in_that_domain(digits_splits, eval
     samples = thicken(digits_splits["test"].x, 2)
     params = {"protocol": {"fid_reference_split": "test", "prdc_k": 5}}
     info = {"sha256": "0" * 64, "feature_dim": EVALUATOR["feature_dim"]}
-    job = Job(params, "digits", "m", Data(), (evaluator, info), torch.device("cpu"), tmp_path, tmp_path, 0)
+    job = SimpleNamespace(params=params, model_name="m", data=Data(), evaluator=(evaluator, info),
+                          device=torch.device("cpu"))  # what sample_quality reads of genbench.runner.Job
     with _one_thread():
         mapped = sample_quality(job, Translator(), samples, None, seed=0)
         plain = sample_quality(job, None, samples, None, seed=0)

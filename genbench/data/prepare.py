@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 from pathlib import Path
 from typing import Any
 
@@ -110,8 +111,8 @@ class PreparedData:
         return Split(x, self._payload[f"{name}_y"], 2, self.num_classes, f"{name}_binary")
 
 
-def run_prepare(params: dict[str, Any], dataset: str, root: str | Path = ".") -> dict:
-    """The prepare stage: data/<dataset>/ from params.yaml's datasets.<dataset> and data_seed."""
+def run_prepare(params: dict[str, Any], dataset: str, root: str | Path = ".", out: str | Path | None = None) -> dict:
+    """The prepare stage: results/<dataset>/data/ (under `out`, default `root`) from params.yaml's datasets.<dataset> and data_seed."""
     from genbench.io import atomic_directory
     from genbench.params import Paths, check_selection, data_seed_of, dataset_settings
 
@@ -119,5 +120,20 @@ def run_prepare(params: dict[str, Any], dataset: str, root: str | Path = ".") ->
     config = dataset_settings(params, dataset)
     config.setdefault("root", str(Path(root) / "downloads"))  # raw files, outside the DVC outputs
     # No timing in the output: the same data must hash the same, or every downstream stage reruns.
-    with atomic_directory(Paths(root).data(dataset)) as out:
-        return prepare(dataset, config, out, seed=data_seed_of(params))
+    with atomic_directory(Paths(root if out is None else out).data(dataset)) as directory:
+        return prepare(dataset, config, directory, seed=data_seed_of(params))
+
+
+def fingerprint(directory: str | Path) -> tuple:
+    """(name, mtime, size) of a folder's files: changes whenever a stage rewrites them."""
+    return tuple((p.name, p.stat().st_mtime_ns, p.stat().st_size) for p in sorted(Path(directory).iterdir()))
+
+
+def cached_prepared(directory: str | Path) -> PreparedData:
+    """PreparedData read once per process while its files are unchanged: an engine worker serves many tasks."""
+    return _cached(str(directory), fingerprint(directory))
+
+
+@functools.lru_cache(maxsize=2)
+def _cached(directory: str, _fingerprint: tuple) -> PreparedData:
+    return PreparedData(directory)

@@ -22,6 +22,7 @@ from typing import Any, Iterable, Mapping
 import pandas as pd
 
 from genbench.io import atomic_directory, read_json, write_json, write_text
+from genbench.params import Paths
 from genbench.report.leaderboard import (
     FIELDS, best_per_metric, leaderboard, per_seed_table, reference_sha, tie_marks,
 )
@@ -90,9 +91,10 @@ def build_dataset_report(root: str | Path, out_dir: str | Path, dataset: str, mo
     "tied": [models], "text", ...}]}."""
     root, out_dir = Path(root), Path(out_dir)
     records = load_records(root, dataset, models)
-    meta = _read_optional(root / "data" / dataset / "meta.json")
-    evaluator = _read_optional(root / "evaluators" / dataset / "evaluator.json")
-    floor = _read_optional(root / "evaluators" / dataset / "reference.json")
+    paths = Paths(root)
+    meta = _read_optional(paths.data(dataset) / "meta.json")
+    evaluator = _read_optional(paths.evaluator(dataset) / "evaluator.json")
+    floor = _read_optional(paths.reference(dataset))
     if evaluator is not None and floor is not None and floor["fid"].get("features_sha256") == evaluator.get("sha256"):
         evaluator = {**evaluator, "reference_fid": floor["fid"]}  # real data at the models' sample count
     sha, fid_warnings = reference_sha(records, evaluator)
@@ -158,10 +160,12 @@ def _write_pages(out: Path, dataset: str, meta: dict | None, summary: dict, sect
                                              best=best, tie_note=TIE_NOTE if best else ""))
 
 
-def build_index(reports_dir: str | Path, datasets: Iterable[str], committed_only: Iterable[str] = ()) -> None:
+def build_index(reports_dir: str | Path, datasets: Iterable[str], committed_only: Iterable[str] = (),
+                out_dir: str | Path | None = None) -> None:
     """Write `reports_dir/index.html` linking the listed datasets' reports, with their best lines and tied
     groups, from `reports_dir/<dataset>/summary.json` (other folders under `reports_dir` are not read).
-    `committed_only`: datasets turned off in params.yaml, whose committed reports are shown as such."""
+    `committed_only`: datasets turned off in params.yaml, whose committed reports are shown as such.
+    `out_dir`: where index.html goes (default: `reports_dir`)."""
     reports_dir = Path(reports_dir)
     datasets = list(dict.fromkeys(datasets))
     missing = [d for d in datasets if not (reports_dir / d / "summary.json").exists()]
@@ -169,7 +173,7 @@ def build_index(reports_dir: str | Path, datasets: Iterable[str], committed_only
         raise FileNotFoundError("missing " + "; ".join(
             f"{reports_dir / d / 'summary.json'} (built by `dvc repro {REPORT_STAGE.format(dataset=d)}`)" for d in missing))
     summaries = {d: read_json(reports_dir / d / "summary.json") for d in datasets}
-    write_text(reports_dir / "index.html", _entry_page(summaries, set(committed_only)))
+    write_text(Path(out_dir or reports_dir) / "index.html", _entry_page(summaries, set(committed_only)))
 
 
 def _entry_page(datasets: Mapping[str, dict], committed_only: set[str] = frozenset()) -> str:
@@ -212,24 +216,26 @@ def _entry_page(datasets: Mapping[str, dict], committed_only: set[str] = frozens
     return html_page("genbench reports", intro, sections, links=links)
 
 
-def run_report(params: dict[str, Any], dataset: str, root: str | Path = ".") -> dict[str, Any]:
-    """The `report` stage of one dataset (`genbench report <dataset>`): reports/<dataset>/ from the records
-    of the models under `models:` in params.yaml."""
-    from genbench.params import Paths, check_selection
+def run_report(params: dict[str, Any], dataset: str, root: str | Path = ".", out: str | Path | None = None) -> dict[str, Any]:
+    """The `report` stage of one dataset (`genbench report <dataset>`): reports/<dataset>/ (under `out`,
+    default `root`) from the records of the models under `models:` in params.yaml."""
+    from genbench.params import check_selection
 
     check_selection(params, dataset=dataset)
-    return build_dataset_report(root, Paths(root).report(dataset), dataset, list(params.get("models") or {}),
+    return build_dataset_report(root, Paths(root if out is None else out).report(dataset), dataset,
+                                list(params.get("models") or {}),
                                 studies=study_selection(Path(root), dataset))
 
 
-def run_index(params: dict[str, Any], root: str | Path = ".") -> None:
+def run_index(params: dict[str, Any], root: str | Path = ".", out: str | Path | None = None) -> None:
     """The `index` stage (`genbench index`): reports/index.html for the datasets `dvc repro` builds and the
     committed reports of those turned off (`enabled: false`), which it says are not rebuilt here."""
     from genbench.params import enabled_datasets, index_datasets
 
     reports = Path(root) / "reports"
     datasets = index_datasets(params, reports)
-    build_index(reports, datasets, committed_only=[d for d in datasets if d not in enabled_datasets(params)])
+    build_index(reports, datasets, committed_only=[d for d in datasets if d not in enabled_datasets(params)],
+                out_dir=None if out is None else Path(out) / "reports")
 
 
 def build_report(root: str | Path, out_dir: str | Path, datasets: Mapping[str, Iterable[str]]) -> dict[str, Any]:

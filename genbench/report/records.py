@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any, Iterable
 
 from genbench.io import read_json
+from genbench.params import Paths
 
 # The stage that writes metrics/<dataset>/<model>.json, named in the error for a missing record: the
 # model's stage in the dataset's generated pipeline (genbench.dvc_pipelines).
@@ -23,8 +24,8 @@ IDENTITY = ("dataset", "model", "kind", "capabilities", "hyperparameters", "not_
 
 
 def _stage(path: Path) -> str:
-    """The DVC stage that writes metrics/<dataset>/<model>.json."""
-    return RECORD_STAGE.format(dataset=path.parent.name, model=path.stem)
+    """The DVC stage that writes results/<dataset>/<model>/summary.json."""
+    return RECORD_STAGE.format(dataset=path.parent.parent.name, model=f"summary-{path.parent.name}")
 
 
 def lookup(data: Any, path: str) -> Any:
@@ -86,7 +87,7 @@ def load_records(root: str | Path, dataset: str, models: Iterable[str]) -> list[
     models = sorted(dict.fromkeys(models))
     if not models:
         raise ValueError(f"no models listed for dataset {dataset!r}: add some under `models:` in params.yaml")
-    paths = {model: root / "metrics" / dataset / f"{model}.json" for model in models}
+    paths = {model: Paths(root).metrics(dataset, model) for model in models}
     missing = [model for model, path in paths.items() if not path.exists()]
     if missing:
         listed = "; ".join(f"{paths[m].relative_to(root)} (run `dvc repro {_stage(paths[m])}`)" for m in missing)

@@ -461,8 +461,8 @@ def cost(records: list[dict], evaluator: dict | None = None) -> list[Section]:
     notes = [*interval_notes(rows),
              "Wall-clock seconds on the machine that ran them; times from different devices are not comparable. "
              "fit, evaluate, anomaly and total: one seed's work, mean over seeds. stage wall: the whole per-model "
-             "stage, all seeds; stages run the seeds in parallel worker processes (column 'workers'), so the stage "
-             "can take less than seeds × total per seed (and more where workers share the cores)."]
+             "stage, all seeds; the engine runs the seeds in parallel on its worker processes (column 'workers'), so the "
+             "stage can take less than seeds × total per seed (and more where other stages shared the workers)."]
     if records:
         stage = sum(r.get("stage_seconds") or 0.0 for r in records)
         evaluator_seconds = (evaluator or {}).get("seconds")

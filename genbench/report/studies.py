@@ -16,6 +16,7 @@ import pandas as pd
 import yaml
 
 from genbench.io import read_json
+from genbench.params import Paths
 from genbench.report.figures import line_panels
 from genbench.report.sections import Est, Section, column_decimals, fmt_fixed
 
@@ -43,11 +44,11 @@ def load_studies(root: Path, dataset: str, selection: dict[str, list[str]] | Non
     the stage; without, whatever files exist are read."""
     out: dict[str, dict[str, dict]] = {}
     for study in STUDIES:
-        folder = root / "studies" / dataset / study
-        names = selection.get(study, []) if selection is not None else sorted(p.stem for p in folder.glob("*.json"))
+        names = selection.get(study, []) if selection is not None else \
+            sorted(p.parent.name for p in Paths(root).results(dataset).glob(f"*/{study}.json"))
         records = {}
         for name in names:
-            path = folder / f"{name}.json"
+            path = Paths(root).study(dataset, study, name)
             if not path.exists():
                 raise FileNotFoundError(f"{path} is missing: run `uv run dvc repro pipelines/{dataset}/dvc.yaml:"
                                         f"{study}-{name}`")

@@ -9,6 +9,7 @@ from pathlib import Path
 import pandas as pd
 
 from genbench.io import read_json, write_text
+from genbench.params import Paths
 from genbench.report.figures import curve_epochs, curve_figure, interval_plot, interval_scatter, labelled_grid
 from genbench.report.records import RECORD_STAGE
 from genbench.report.sections import STAR, Section
@@ -97,7 +98,7 @@ def _pair(board: pd.DataFrame, x: str, y: str) -> pd.DataFrame:
 
 
 def _info(root: Path, dataset: str, model: str) -> dict:
-    path = root / "samples" / dataset / model / "info.json"
+    path = Paths(root).samples(dataset, model) / "info.json"
     return read_json(path) if path.exists() else {}
 
 
@@ -114,7 +115,7 @@ def sample_grids(root: Path, out: Path, dataset: str, records: list[dict], image
     for record in records:
         model = record["model"]
         info = _info(root, dataset, model)
-        grid = root / "samples" / dataset / model / "grid.png"
+        grid = Paths(root).samples(dataset, model) / "grid.png"
         if grid.exists():
             layout = info.get("grid") or {"padding": 1}
             conditional = bool(info.get("conditional"))
@@ -149,7 +150,7 @@ def model_figures(root: Path, out: Path, dataset: str, records: list[dict], imag
         info = _info(root, dataset, model)
         layouts = info.get("figure_layouts") or {}
         for name, filename in (info.get("figures") or {}).items():
-            source = root / "samples" / dataset / model / filename
+            source = Paths(root).samples(dataset, model) / filename
             if not source.exists():
                 continue
             layout = layouts.get(name) or {"padding": 1}
@@ -170,7 +171,7 @@ def training_curves(root: Path, out: Path, dataset: str, records: list[dict]) ->
     short, no_val = [], []
     for record in records:
         model = record["model"]
-        path = root / "curves" / dataset / f"{model}.csv"
+        path = Paths(root).curve(dataset, model)
         if not path.exists() or path.stat().st_size == 0:
             continue
         curve = pd.read_csv(path)
