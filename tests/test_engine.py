@@ -198,3 +198,17 @@ def test_installing_staged_outputs_replaces_the_old_ones(tmp_path, monkeypatch):
     assert sorted(p.name for p in old.iterdir()) == ["seed-0.pt"]
     assert (tmp_path / "results" / "d" / "m" / "summary.json").read_text() == "{}"
     assert not staged.exists() and not list((tmp_path / "results" / "d" / "m").glob(".*old*"))
+
+
+def test_workers_are_spawned_never_forked():
+    """A forked child of a process that initialised CUDA crashes or corrupts it: the nannies spawn."""
+    import dask
+    import distributed  # noqa: F401  (loads Dask's distributed settings)
+
+    assert dask.config.get("distributed.worker.multiprocessing-method") == "spawn"
+
+
+def test_workers_compute_single_threaded_with_glibc_s_default_trimming(shared_engine):
+    """One thread for the numeric libraries; Dask's MALLOC_TRIM_THRESHOLD_=65536 made torch 1.8x slower."""
+    for name, expected in (("OMP_NUM_THREADS", "1"), ("OPENBLAS_NUM_THREADS", "1"), ("MALLOC_TRIM_THRESHOLD_", None)):
+        assert set(shared_engine.run(os.getenv, name).values()) == {expected}, name
