@@ -188,19 +188,31 @@ def serve(key: str) -> None:
     with os.fdopen(fd, "w") as f:
         json.dump(record, f)
     os.replace(directory / f".engine-{key}.{os.getpid()}", target)
-    lost = None  # since when no worker is left (they died and did not come back)
+    missing: dict[str, float] = {}  # worker name -> since when it is gone
     try:
         while cluster.scheduler.status.name == "running":
             time.sleep(1)
-            if cluster.scheduler.workers:
-                lost = None
-            elif settings["cluster"] == "local" and (lost := lost or time.monotonic()) < time.monotonic() - 60:
-                print("no worker for 60 s: stopping, so that the next client starts a working engine", flush=True)
-                break
+            if settings["cluster"] == "local":
+                _replace_lost_workers(cluster, missing)
     finally:
         target.unlink(missing_ok=True)
         (directory / f"engine-{key}.pid").unlink(missing_ok=True)
         cluster.close()
+
+
+def _replace_lost_workers(cluster: Any, missing: dict[str, float], grace: float = 45) -> None:
+    """A worker whose process died is restarted by its nanny; one not back within `grace` seconds (seen
+    after workers died several times in a row) gets a new nanny, so the cluster keeps its size."""
+    alive = {str(ws.name) for ws in cluster.scheduler.workers.values()}
+    now = time.monotonic()
+    for name in list(cluster.worker_spec):
+        if name in alive:
+            missing.pop(name, None)
+        elif now - missing.setdefault(name, now) > grace:
+            missing.pop(name)
+            cluster.worker_spec[f"{name.split('+')[0]}+{int(now)}"] = cluster.worker_spec.pop(name)
+            cluster.sync(cluster._correct_state)
+            print(f"worker {name} did not come back: replaced", flush=True)
 
 
 def dask_setup(worker: Any) -> None:
@@ -254,6 +266,7 @@ def dask_config() -> Any:
 
     return dask.config.set({"distributed.scheduler.http.routes": [], "distributed.worker.http.routes": [],
                             "distributed.scheduler.allowed-failures": 2,
+                            "distributed.worker.profile.enabled": False,  # its sampling thread takes the GIL
                             # Dask's default also sets MALLOC_TRIM_THRESHOLD_=65536, which made torch training
                             # 1.8x slower here (cnn on digits: 2.93 s against 1.59 s a fit, one thread)
                             "distributed.nanny.pre-spawn-environ": {"OMP_NUM_THREADS": 1, "MKL_NUM_THREADS": 1,
@@ -309,16 +322,16 @@ def client(timeout: float = 180) -> Any:
 # --- tasks inside a stage ------------------------------------------------------------------------------------
 
 
-def progress(message: str) -> None:
-    """A line for the stage's output: printed here, or sent to the stage's process when on a worker."""
+def _reporter() -> Callable[[str], None]:
+    """Where a stage's progress lines go: printed here, or, on a worker, sent to the stage's process."""
     from distributed import get_worker
 
     try:
         worker = get_worker()
     except ValueError:
-        print(message, flush=True)
-        return
-    worker.log_event(f"genbench-{worker.get_current_task()}", message)
+        return lambda message: print(message, flush=True)
+    topic = f"genbench-{worker.get_current_task()}"
+    return lambda message: worker.log_event(topic, message)
 
 
 def map_tasks(function: Callable, tasks: list[tuple], label: str, gpu: bool = False, **shared: Any) -> list:
@@ -327,7 +340,7 @@ def map_tasks(function: Callable, tasks: list[tuple], label: str, gpu: bool = Fa
     the default Dask client runs them. `gpu`: the tasks need a GPU worker."""
     from contextlib import nullcontext
 
-    from distributed import KilledWorker, as_completed, get_client, get_worker, worker_client
+    from distributed import KilledWorker, get_client, get_worker, wait, worker_client
 
     try:
         get_worker()
@@ -337,28 +350,35 @@ def map_tasks(function: Callable, tasks: list[tuple], label: str, gpu: bool = Fa
             context = nullcontext(get_client())
         except ValueError:
             context = client()
-    start = time.perf_counter()
+    report, start, done = _reporter(), time.perf_counter(), []
     with context as dask:
         if gpu and not any("GPU" in w.get("resources", {}) for w in dask.scheduler_info()["workers"].values()):
             raise EngineError(f"{label}: params.yaml asks for a GPU, and the engine has no GPU worker "
                               "(nvidia-smi lists none, or GENBENCH_GPUS is empty): set device: cpu")
         futures = dask.map(function, tasks, pure=False, resources={"GPU": 1} if gpu else None,
                            key=[f"{label}/{'-'.join(map(str, t))}-{os.urandom(4).hex()}" for t in tasks], **shared)
-        position = {f.key: i for i, f in enumerate(futures)}
-        results: list = [None] * len(tasks)
+        for task, future in zip(tasks, futures):
+            def finished(future: Any, task: tuple = task) -> None:
+                done.append(task)
+                report(f"{label}: {', '.join(map(str, task))} {'done' if future.status == 'finished' else future.status} "
+                       f"({len(done)}/{len(tasks)} tasks, {time.perf_counter() - start:.0f} s)")
+            future.add_done_callback(finished)
         try:
-            for done, future in enumerate(as_completed(futures), 1):
-                results[position[future.key]] = future.result()
-                task = tasks[position[future.key]]
-                progress(f"{label}: {', '.join(map(str, task))} done ({done}/{len(tasks)} tasks, "
-                         f"{time.perf_counter() - start:.0f} s)")
+            # Blocks on an event (as_completed would wake this thread ten times a second: with a few dozen
+            # stages waiting on a worker, that took the GIL from its running task often enough to halve its speed)
+            pending = set(futures)
+            while pending:
+                pending = wait(pending, return_when="FIRST_COMPLETED").not_done
+                for future in futures:
+                    if future.status == "error":
+                        future.result()  # raises the task's error
+            return dask.gather(futures)
         except KilledWorker as error:
             dask.cancel(futures)
             raise EngineError(_killed(error)) from None
         except BaseException:
             dask.cancel(futures)
             raise
-    return results
 
 
 def _killed(error: Exception) -> str:
