@@ -494,7 +494,22 @@ def _stale(stage: dict, lock: dict, params: dict) -> bool:
         elif not path.exists() or hashlib.md5(path.read_bytes()).hexdigest() != dep.get("md5"):
             return True
     recorded = {k: v for values in (entry.get("params") or {}).values() for k, v in values.items()}
-    return any(recorded.get(p) != _lookup(params, p) for p in stage.get("params", []))
+    return any(_plain(recorded.get(p)) != _plain(_lookup(params, p)) for p in stage.get("params", []))
+
+
+def _plain(value: Any) -> Any:
+    """A params value as either YAML reader gives it: DVC's lock keeps `1e-06` as a string, PyYAML reads it
+    as one too, params.yaml may hold the float."""
+    if isinstance(value, dict):
+        return {k: _plain(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_plain(v) for v in value]
+    if isinstance(value, str):
+        try:
+            return float(value)
+        except ValueError:
+            return value
+    return value
 
 
 def _prefetch(dask: Any, pipeline: Path, current: str, params: dict) -> None:

@@ -178,6 +178,9 @@ def test_staleness_is_read_off_dvc_lock(tmp_path, monkeypatch):
               "params": {"params.yaml": {"models.m": {"k": 1}}}}}}
     assert not engine._stale(stage, lock, params)
     assert engine._stale(stage, lock, {"models": {"m": {"k": 2}}})
+    lock["stages"]["m"]["params"]["params.yaml"]["models.m"] = {"k": "1e-06"}  # how dvc.lock may spell it
+    assert not engine._stale(stage, lock, {"models": {"m": {"k": 1e-06}}})
+    lock["stages"]["m"]["params"]["params.yaml"]["models.m"] = {"k": 1}
     lock["stages"]["prepare"]["outs"][0]["md5"] = "d2.dir"  # the data were prepared anew
     assert engine._stale(stage, lock, params)
     lock["stages"]["prepare"]["outs"][0]["md5"] = "d1.dir"
