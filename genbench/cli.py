@@ -99,9 +99,9 @@ def _in_process_engine(command: str):
     scripts instead, which use the shared engine (genbench.engine)."""
     from contextlib import nullcontext
 
-    from genbench.engine import LOCAL_STAGES, in_process
+    from genbench.engine import TASKLESS, in_process
 
-    return nullcontext() if command in LOCAL_STAGES else in_process()
+    return nullcontext() if command in TASKLESS else in_process()
 
 
 # genbench.training.TrainingDiverged (a NaN loss), genbench.data.torchvision_datasets.DatasetUnavailable,

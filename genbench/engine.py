@@ -1,10 +1,9 @@
 """Where stages compute: as tasks of a Dask distributed cluster whose long-lived workers import torch,
 scikit-learn and the rest once (Dask: https://distributed.dask.org).
 
-`dvc repro` starts every stage as `python stages/<stage>.py ...`. A light stage (summary, check: numpy
-only) runs in that process. Every other stage is one task on the cluster, and its seeds and one-class fits
-are tasks of their own (`map_tasks`); the stage process only waits, then moves the stage's outputs into
-place. So:
+`dvc repro` starts every stage as `python stages/<stage>.py ...`. `check` runs in that process. Every other
+stage is one task on the cluster, and its seeds and one-class fits are tasks of their own (`map_tasks`); the
+stage process only waits, then moves the stage's outputs into place. So:
 
 - One cluster per interpreter, import-time environment and genbench source (`cluster_key`): its workers
   import the whole of genbench when they start, and a source edit means another key, so another cluster.
@@ -15,7 +14,8 @@ place. So:
   stage's command, the content of its deps and its params values; when DVC reaches a stage, its process
   takes the staged outputs whose key matches the deps as they are then, else computes anew. Outputs are
   only ever moved into place by the stage's own process, while DVC runs it: a killed `dvc repro` leaves
-  work in staging, never in an output.
+  work in staging, never in an output. A model's task also stages its summary (FOLLOWERS), which DVC
+  then finds ready.
 - Safe: the scheduler, nannies and workers listen on 127.0.0.1 with mutual TLS (Security.temporary:
   a certificate authority made for this cluster), its certificates in a mode-0700 directory of this
   user; the HTTP servers (dashboard, /health) are stopped. A worker that dies mid-task: Dask reruns the
@@ -41,10 +41,15 @@ from pathlib import Path
 from typing import Any, Callable
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
-# Stages light enough for the stage's own process (numpy and the standard library): no engine round trip.
-LOCAL_STAGES = ("check", "summary")
+# Stages that run in the stage's own process (no engine round trip), and stages that submit no tasks.
+LOCAL_STAGES = ("check",)
+TASKLESS = ("check", "summary")
 # Stages that read only the prepared data, the pinned evaluator, params and code: independent of each other.
 PREFETCHED = ("model", "learning_curve", "augmentation")
+# A stage computed from one other stage's outputs alone: staged by that stage's task as soon as it is done,
+# under the key it will have once those outputs are installed (the staged bytes are the bytes DVC will find).
+# So `dvc repro` finds a model's summary ready when it reaches it, and no summary waits for its own process.
+FOLLOWERS = {"model": "summary"}
 IMPORT_TIME_ENV = ("CUDA_VISIBLE_DEVICES", "LD_LIBRARY_PATH", "LD_PRELOAD", "PYTHONHASHSEED", "PYTHONPATH")
 # Thread counts and kernel choices of the BLAS and OpenMP runtimes, fixed when the libraries load.
 IMPORT_TIME_PREFIXES = ("PYTORCH_", "TORCH_", "CUBLAS_", "NVIDIA_", "OMP_", "MKL_", "OPENBLAS_", "ATEN_", "GENBENCH_")
@@ -430,9 +435,13 @@ def _content_hash(path: Path) -> str:
     return digest.hexdigest()
 
 
-def stage_key(stage: dict, params: dict) -> str:
-    """What a stage's outputs are a function of: its command, its deps' content, its params' values."""
-    identity = [stage["cmd"], [(d, _content_hash(REPO_ROOT / d)) for d in stage.get("deps", [])],
+def stage_key(stage: dict, params: dict, root: Path = REPO_ROOT) -> str:
+    """What a stage's outputs are a function of: its command, its deps' content, its params' values.
+    `root`: a staging folder whose outputs stand in for the installed ones (a follower's key)."""
+    def located(dep: str) -> Path:
+        return root / dep if (root / dep).exists() else REPO_ROOT / dep
+
+    identity = [stage["cmd"], [(d, _content_hash(located(d))) for d in stage.get("deps", [])],
                 [(p, _lookup(params, p)) for p in stage.get("params", [])]]
     return hashlib.sha256(json.dumps(identity, sort_keys=True, default=str).encode()).hexdigest()[:24]
 
@@ -446,8 +455,9 @@ def staging_dir() -> Path:
     return REPO_ROOT / ".genbench" / "staging"
 
 
-def run_staged(stage: str, args: list[str], key: str) -> str:
-    """On a worker: run the stage with its outputs under staging/<key>/ (done once per key)."""
+def run_staged(stage: str, args: list[str], key: str, root: Path = REPO_ROOT) -> str:
+    """On a worker: run the stage with its outputs under staging/<key>/ (done once per key), reading its
+    inputs under `root`; then stage its follower (FOLLOWERS) from these outputs."""
     import importlib
 
     from genbench.cli import STAGES
@@ -462,14 +472,29 @@ def run_staged(stage: str, args: list[str], key: str) -> str:
     partial.mkdir(parents=True)
     module, function, positional = STAGES[stage]
     run = getattr(importlib.import_module(module), function)
+    params = load_params(REPO_ROOT / "params.yaml")
     try:
-        run(load_params(REPO_ROOT / "params.yaml"), *args[: len(positional)], root=REPO_ROOT, out=partial)
+        run(params, *args[: len(positional)], root=root, out=partial)
         _same_source()  # a module first imported while the source was being edited
     except BaseException:
         shutil.rmtree(partial, ignore_errors=True)
         raise
     os.replace(partial, staged)
+    if stage in FOLLOWERS:
+        _stage_follower(FOLLOWERS[stage], args, staged, params)
     return str(staged)
+
+
+def _stage_follower(stage: str, args: list[str], inputs: Path, params: dict) -> None:
+    """Stage `stage` from the staged outputs `inputs` of the stage it follows. A failure here is left for the
+    follower's own run to report (it computes anew, and DVC shows its error)."""
+    found = _pipeline_stages().get(" ".join(["python", f"stages/{stage}.py", *args]))
+    if found is None:
+        return
+    try:
+        run_staged(stage, args, stage_key(found[1], params, root=inputs), root=inputs)
+    except Exception as error:  # noqa: BLE001 - reported by the follower's own run
+        _reporter()(f"{stage} {' '.join(args)}: not staged ({type(error).__name__}: {error}); its stage computes it")
 
 
 def _same_source() -> None:
@@ -522,11 +547,16 @@ def _prefetch(dask: Any, pipeline: Path, current: str, params: dict) -> None:
     lock = yaml.load(lock_path.read_text(), Loader=getattr(yaml, "CSafeLoader", yaml.SafeLoader)) \
         if lock_path.exists() else {}
     published = set(dask.list_datasets())
-    for cmd, (path, stage) in _pipeline_stages().items():
+    stages = _pipeline_stages()
+    for cmd, (path, stage) in stages.items():
         parts = cmd.split()
         kind = Path(parts[1]).stem
-        if path != pipeline or cmd == current or kind not in PREFETCHED or not _stale(stage, lock or {}, params):
+        if path != pipeline or cmd == current or kind not in (*PREFETCHED, *FOLLOWERS.values()) or \
+                not _stale(stage, lock or {}, params):
             continue
+        leader = next((k for k, v in FOLLOWERS.items() if v == kind), None)
+        if leader and _stale(stages[" ".join(["python", f"stages/{leader}.py", *parts[2:]])][1], lock or {}, params):
+            continue  # staged by its leader's task, once the leader is computed
         key = stage_key(stage, params)
         if f"genbench-{key}" in published or (staging_dir() / key).exists():
             continue
@@ -561,7 +591,7 @@ EXPECTED_ERRORS = ("ConfigError", "FileNotFoundError", "TrainingDiverged", "Data
 
 
 def run_stage(stage: str, args: list[str]) -> int:
-    """A stage script's entry: a light stage here, any other on the engine (its outputs staged, then installed)."""
+    """A stage script's entry: `check` here, any other on the engine (its outputs staged, then installed)."""
     from genbench.cli import main
 
     if stage in LOCAL_STAGES:
@@ -601,7 +631,7 @@ def _compute(stage: str, args: list[str], key: str, pipeline: Path, cmd: str, pa
         if future is None:
             future = dask.submit(run_staged, stage, args, key, key=f"stage-{key}", pure=False)
             dask.publish_dataset(future, name=name)
-        if stage in PREFETCHED and os.environ.get("GENBENCH_PREFETCH", "1") != "0":
+        if stage in (*PREFETCHED, *FOLLOWERS.values()) and os.environ.get("GENBENCH_PREFETCH", "1") != "0":
             _prefetch(dask, pipeline, cmd, params)
         try:
             future.result()
