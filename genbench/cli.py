@@ -22,6 +22,7 @@ STAGES = {
     "evaluator": ("genbench.pinned_evaluator", "run_evaluator", ("dataset",)),
     "model": ("genbench.runner", "run_model", ("dataset", "model")),
     "summary": ("genbench.summary", "run_summary", ("dataset", "model")),
+    "compare": ("genbench.comparisons", "run_compare", ("dataset",)),
     "learning_curve": ("genbench.studies", "run_learning_curve", ("dataset", "model")),
     "augmentation": ("genbench.studies", "run_augmentation", ("dataset", "model")),
     "report": ("genbench.report", "run_report", ("dataset",)),
@@ -40,6 +41,7 @@ def main(argv: list[str] | None = None) -> int:
         "evaluator": "check the pinned FID feature network of a dataset (train one if there is none)",
         "model": "train, sample and evaluate a model on a dataset, once per seed; store its raw outputs",
         "summary": "a model's means over seeds and 95% intervals, from its stored raw outputs",
+        "compare": "paired verdicts: every model against the best one per ranked metric, from the raw outputs",
         "learning_curve": "fit a classifier on stratified subsets of the training split, once per seed",
         "augmentation": "fit the augmentation classifier on a real subset plus a generator's samples "
                         "(model real_only: on real images only)",

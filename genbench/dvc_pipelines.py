@@ -41,6 +41,7 @@ ENTRY_MODULES = {
     "evaluator": ("stages/evaluator.py", ["genbench.pinned_evaluator"]),
     "model": ("stages/model.py", ["genbench.runner"]),
     "summary": ("stages/summary.py", ["genbench.summary"]),
+    "compare": ("stages/compare.py", ["genbench.comparisons"]),
     "learning_curve": ("stages/learning_curve.py", ["genbench.studies"]),
     "augmentation": ("stages/augmentation.py", ["genbench.studies"]),
     "report": ("stages/report.py", ["genbench.report"]),
@@ -230,9 +231,17 @@ def dataset_pipeline(dataset: str, models: list[str], overrides: dict | None = N
                 ["seeds", "device", *study_params(study), *(p for m in fitted for p in model_params(m))],
                 [{out: {"cache": False}}])
             study_outputs.append(out)
+    # paired verdicts across models, from every model's raw outputs: a changed statistic reruns this, no training
+    from genbench.comparisons import COMPARISONS
+
+    stages["compare"] = _stage(
+        f"python stages/compare.py {dataset}",
+        [*stage_code("compare"), data, *pinned, *(path(at.raw(dataset, m)) for m in models)],
+        ["models", "protocol", *tracked["protocol"]], [], metrics=[{path(at.results(dataset) / COMPARISONS): {"cache": False}}])
     stages["report"] = _stage(
         f"python stages/report.py {dataset}",
         [*stage_code("report"), path(at.data(dataset) / "meta.json"), pinned[1], path(at.reference(dataset)),
+         path(at.results(dataset) / COMPARISONS),
          *(path(p) for m in models for p in (at.metrics(dataset, m), at.samples(dataset, m), at.curve(dataset, m))),
          *study_outputs],
         ["models"],

@@ -479,9 +479,9 @@ def run_staged(stage: str, args: list[str], key: str, root: Path = REPO_ROOT) ->
     except BaseException:
         shutil.rmtree(partial, ignore_errors=True)
         raise
+    if stage in FOLLOWERS:  # before this stage's outputs show: whoever installs them finds the follower staged
+        _stage_follower(FOLLOWERS[stage], args, partial, params)
     os.replace(partial, staged)
-    if stage in FOLLOWERS:
-        _stage_follower(FOLLOWERS[stage], args, staged, params)
     return str(staged)
 
 
@@ -628,8 +628,8 @@ def _compute(stage: str, args: list[str], key: str, pipeline: Path, cmd: str, pa
         dask.subscribe_topic(f"genbench-stage-{key}", lambda event: print(event[1], flush=True))
         name = f"genbench-{key}"
         future = dask.get_dataset(name) if name in dask.list_datasets() else None
-        if future is None:
-            future = dask.submit(run_staged, stage, args, key, key=f"stage-{key}", pure=False)
+        if future is None:  # ahead of the look-ahead's stages: `dvc repro` is waiting for this one
+            future = dask.submit(run_staged, stage, args, key, key=f"stage-{key}", pure=False, priority=1)
             dask.publish_dataset(future, name=name)
         if stage in (*PREFETCHED, *FOLLOWERS.values()) and os.environ.get("GENBENCH_PREFETCH", "1") != "0":
             _prefetch(dask, pipeline, cmd, params)

@@ -278,21 +278,3 @@ def summarise(per_seed_values, per_image=None, kind: str = "mean", is_anomaly=No
     else:
         method = prefix + seeds["method"] + " (+) " + boot + ", half-widths in quadrature"
     return {"mean": mean, "low": low, "high": high, "n_seeds": n_seeds, "method": method}
-
-
-def tied_best(means, lows, highs, higher_is_better: bool) -> list[bool]:
-    """Which entries are tied-best: the best mean, and every entry whose interval overlaps its interval.
-
-    NaN means are never tied. Entries with the best mean are all tied-best.
-    """
-    m = np.asarray(means, dtype=np.float64).ravel()
-    lo = np.asarray(lows, dtype=np.float64).ravel()
-    hi = np.asarray(highs, dtype=np.float64).ravel()
-    if not m.shape == lo.shape == hi.shape:
-        raise ValueError(f"means, lows and highs must have equal lengths, got {m.size}, {lo.size}, {hi.size}")
-    valid = ~np.isnan(m)
-    if not valid.any():
-        return [False] * m.size
-    best = int(np.nanargmax(m) if higher_is_better else np.nanargmin(m))
-    tied = valid & ((m == m[best]) | ((lo <= hi[best]) & (hi >= lo[best])))
-    return [bool(t) for t in tied]

@@ -89,7 +89,7 @@ def test_every_model_and_dataset_of_params_gets_a_stage():
     classifiers = ["gmm", "kmeans", "gaussian_nb", "bernoulli_nb", "hmm", "bayes_net", "logistic_regression", "knn",
                    "svm", "random_forest", "mlp", "cnn", "crf"]
     generators = ["gmm", "kmeans", "gaussian_nb", "bernoulli_nb", "hmm", "bayes_net", "cgan"]
-    assert set(stages) == {"prepare", "evaluator", "report", *params["models"],
+    assert set(stages) == {"prepare", "evaluator", "compare", "report", *params["models"],
                            *(f"summary-{m}" for m in params["models"]),
                            *(f"learning_curve-{m}" for m in classifiers),
                            *(f"augmentation-{m}" for m in [*generators, "real_only"])}
@@ -101,6 +101,11 @@ def test_every_model_and_dataset_of_params_gets_a_stage():
     assert "genbench/models/gmm.py" not in augment["deps"]
     assert {"models.cgan", "models.cnn", "studies.augmentation"} <= set(augment["params"])
     assert "results/digits/cgan/augmentation.json" in stages["report"]["deps"]
+    # paired verdicts: from every model's raw outputs, read by the report; no model stage depends on them
+    assert {f"results/digits/{m}/raw" for m in params["models"]} <= set(stages["compare"]["deps"])
+    assert {"genbench/comparisons.py", "genbench/paired.py"} <= set(stages["compare"]["deps"])
+    assert "results/digits/comparisons.json" in stages["report"]["deps"]
+    assert not any("comparisons" in d or "paired" in d for m in params["models"] for d in stages[m]["deps"])
     # Fashion-MNIST's CPU profile runs no study
     fashion = yaml.safe_load(files["pipelines/fashion_mnist/dvc.yaml"])["stages"]
     assert not any(name.startswith(("learning_curve-", "augmentation-")) for name in fashion)

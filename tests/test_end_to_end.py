@@ -135,7 +135,7 @@ def test_editing_one_model_reruns_only_that_model_and_the_reports(repo):
     changed = {name.split(":")[-1] for name in json.loads(_dvc(repo, "status", "--json").stdout)}
     assert "vae" in changed and changed <= {"check", "vae", "report", "index"}, changed
     # check: params.yaml's names, in a second; index: if the summary changed
-    assert _ran(_dvc(repo, "repro").stdout) - {"check", "index"} == {"vae", "summary-vae", "report"}
+    assert _ran(_dvc(repo, "repro").stdout) - {"check", "index"} == {"vae", "summary-vae", "compare", "report"}
 
 
 def test_editing_a_shared_model_module_reruns_the_models_that_import_it(repo):
@@ -143,7 +143,7 @@ def test_editing_a_shared_model_module_reruns_the_models_that_import_it(repo):
     rbm.write_text(rbm.read_text() + "\n# an edit\n")
     # check (about a second) imports every model file to list the studies' stages
     assert _ran(_dvc(repo, "repro").stdout) - {"index", "check"} == {"rbm", "dbn", "summary-rbm", "summary-dbn",
-                                                                       "report"}
+                                                                       "compare", "report"}
 
 
 def test_editing_the_harness_reruns_no_result(repo):
@@ -163,7 +163,7 @@ def test_editing_a_statistic_retrains_nothing(repo):
     stats.write_text(stats.read_text() + "\n# an edit\n")
     ran = _ran(_dvc(repo, "repro").stdout)
     assert {f"summary-{m}" for m in params["models"]} | {"report"} <= ran
-    assert ran <= {f"summary-{m}" for m in params["models"]} | {"evaluator", "report", "index", "check"}, ran
+    assert ran <= {f"summary-{m}" for m in params["models"]} | {"evaluator", "compare", "report", "index", "check"}, ran
 
 
 def test_a_failed_rerun_keeps_the_last_good_results(repo):
@@ -267,6 +267,6 @@ def test_every_kind_of_stage_run_by_hand_imports_only_its_deps(repo):
     """`genbench <stage>` in a fresh process computes in-process and then checks its imports against its
     dvc.yaml deps (genbench.dvc_pipelines.check_declared): the AST-derived deps miss nothing."""
     for stage in (["prepare", "digits"], ["evaluator", "digits"], ["model", "digits", "vae"],
-                  ["summary", "digits", "vae"], ["learning_curve", "digits", "cnn"],
+                  ["summary", "digits", "vae"], ["compare", "digits"], ["learning_curve", "digits", "cnn"],
                   ["augmentation", "digits", "cgan"], ["report", "digits"], ["index"]):
         _run(repo, "genbench.cli", *stage)

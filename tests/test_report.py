@@ -145,6 +145,35 @@ def records() -> dict[str, dict]:
 
 
 MODELS = ["vae", "gaussian_nb", "cnn", "mlp", "ocsvm", "gan"]
+PAIRED_METHOD = "95% interval: percentile bootstrap over seeds and test images drawn together, 1999 resamples"
+
+
+def _verdict(value, low, high, diff=0.0, p_holm=1.0, tied=True):
+    return {"value": value, "low": low, "high": high, "diff": diff, "diff_low": diff - 0.01, "diff_high": diff + 0.01,
+            "p": p_holm, "p_holm": p_holm, "tied": tied}
+
+
+def verdicts() -> dict:
+    """results/digits/comparisons.json (genbench.comparisons): accuracy's mlp overlaps cnn's interval, yet the
+    paired comparison separates them; log-loss cannot separate them."""
+    def metric(units, **groups):
+        return {"higher_is_better": True, "units": units,
+                "groups": {name: {"best": next(m for m, v in models.items() if v["diff"] == 0.0), "rule": "paired",
+                                  "models": models} for name, models in groups.items()}}
+
+    return {"dataset": "digits", "seeds": SEEDS, "n_test": 360, "n_resamples": 1999, "metrics": {
+        "accuracy": metric("test images", all={
+            "cnn": _verdict(0.975, 0.97, 0.98), "mlp": _verdict(0.968, 0.96, 0.976, -0.007, 0.004, False),
+            "gaussian_nb": _verdict(0.81, 0.79, 0.83, -0.165, 0.001, False)}),
+        "log_loss": metric("test images", all={
+            "cnn": _verdict(0.05, 0.04, 0.06), "mlp": _verdict(0.064, 0.05, 0.08, 0.014, 0.3, True),
+            "gaussian_nb": _verdict(0.38, 0.3, 0.45, 0.33, 0.001, False)}),
+        "nll_nats": metric("test images", binary={"vae": _verdict(30.0, 29.97, 30.03)},
+                           discrete={"gaussian_nb": _verdict(150.0, 149.85, 150.15)}),
+        "fid": metric("generated samples", all={"vae": _verdict(12.5, 11.8, 14.1),
+                                                "gaussian_nb": _verdict(80.0, 70.0, 95.0, 67.5, 0.001, False)}),
+        "anomaly_auroc": metric("test images", all={"ocsvm": _verdict(0.85, 0.84, 0.86)}),
+    }}
 
 
 def write(path: Path, text: str) -> None:
@@ -167,6 +196,7 @@ def make_root(root: Path) -> None:
     write(root / "evaluators" / "digits" / "evaluator.json", json.dumps({
         "test_accuracy": 0.97, "sha256": SHA, "feature_dim": 64,
         "reference_fid": {"value": 1.75, "description": "FID of the train split against the test split"}}))
+    write(root / "results" / "digits" / "comparisons.json", json.dumps(verdicts()))
     write(root / "results" / "digits" / "data" / "meta.json", json.dumps({
         "dataset": "digits", "levels": 17, "image_shape": [1, 8, 8], "num_classes": 10,
         "sizes": {"train": 1293, "val": 144, "test": 360}}))
@@ -208,7 +238,9 @@ def test_leaderboard_means_intervals_and_seed_counts(report):
     assert board.loc["cnn", "accuracy"] == pytest.approx(0.975)
     assert board.loc["cnn", "accuracy_ci_low"] == pytest.approx(0.97)
     assert board.loc["cnn", "accuracy_ci_high"] == pytest.approx(0.98)
-    assert board.loc["cnn", "accuracy_n_seeds"] == 3 and board.loc["cnn", "accuracy_ci_method"] == METHOD
+    assert board.loc["cnn", "accuracy_n_seeds"] == 3 and board.loc["cnn", "accuracy_ci_method"] == PAIRED_METHOD
+    assert board.loc["mlp", "accuracy_vs_best"] == pytest.approx(-0.007) and board.loc["mlp", "accuracy_p_holm"] == 0.004
+    assert board.loc["vae", "fid_ci_high"] == pytest.approx(14.1)  # the bootstrap's own, asymmetric interval
     assert (board["n_seeds"] == 3).all() and (board["workers"] == 3).all()
     assert board.loc["cnn", "stage_seconds"] == pytest.approx(21.0)
     assert board.loc["vae", "nll_space"] == "binary" and board.loc["vae", "nll_nats"] == 30.0
@@ -228,30 +260,33 @@ def test_leaderboard_means_intervals_and_seed_counts(report):
     assert pd.isna(board.loc["ocsvm", "accuracy"]) and pd.isna(board.loc["ocsvm", "nll_space"])
 
 
-def test_tied_best_marks_overlap_only(report):
+def test_tied_best_is_the_paired_verdict_not_interval_overlap(report):
     _, out, summary = report
     board = pd.read_csv(out / "digits" / "leaderboard.csv").set_index("model")
-    # cnn best; mlp's interval overlaps cnn's: tied; gaussian_nb's does not.
+    # cnn best; mlp's interval overlaps cnn's, but the paired comparison separates them: not tied.
     assert board.loc["cnn", "accuracy_tied_best"] == True  # noqa: E712 (read back from CSV)
-    assert board.loc["mlp", "accuracy_tied_best"] == True  # noqa: E712
+    assert board.loc["mlp", "accuracy_tied_best"] == False  # noqa: E712
     assert board.loc["gaussian_nb", "accuracy_tied_best"] == False  # noqa: E712
+    assert board.loc["mlp", "log_loss_tied_best"] == True  # noqa: E712 (its paired comparison cannot separate)
     # NLL: one model per space, each best of its own space (never ranked across spaces).
     assert board.loc["vae", "nll_nats_tied_best"] == True and board.loc["gaussian_nb", "nll_nats_tied_best"] == True  # noqa: E712
-    # FID: vae 12.5 [11.5, 13.5] vs gaussian_nb 80: only vae.
     assert board.loc["vae", "fid_tied_best"] == True and board.loc["gaussian_nb", "fid_tied_best"] == False  # noqa: E712
+    # no paired verdict (ECE, CAS): no tie mark at all
+    assert board["ece_tied_best"].isna().all() and board["cas_tied_best"].isna().all()
 
     classification = sections((out / "digits" / "README.md").read_text())["Classification"]
     assert "0.975 [0.970, 0.980] ★" in row_of(classification, "cnn")  # fixed decimals per column
-    assert "0.968 [0.960, 0.976] ★" in row_of(classification, "mlp")
+    assert "0.968 [0.960, 0.976]" in row_of(classification, "mlp") and "★" not in row_of(classification, "mlp").split("|")[3]
     assert "0.810 [0.790, 0.830]" in row_of(classification, "gaussian_nb")
     assert "★" not in row_of(classification, "gaussian_nb").split("|")[3]
-    assert "★ best mean, and every model whose 95% interval overlaps the best one's: tied" in classification
+    assert "★ the best mean, and every model tied with it" in classification and "Holm-corrected" in classification
     assert "mean over 3 seeds [95% interval]" in classification
-    assert f"Interval method: {METHOD.removeprefix('95% interval: ')}." in classification
+    assert PAIRED_METHOD.removeprefix("95% interval: ") in classification
 
     best = {b["metric"]: b for b in summary["best"]}
-    assert best["accuracy"]["model"] == "cnn" and best["accuracy"]["tied"] == ["mlp"]
-    assert best["accuracy"]["text"] == ("best accuracy: cnn 0.975 [0.970, 0.980]; tied: mlp (95% intervals overlap)")
+    assert best["accuracy"]["model"] == "cnn" and best["accuracy"]["tied"] == []
+    assert best["accuracy"]["text"] == ("best accuracy: cnn 0.975 [0.970, 0.980]; no tie (the paired comparison "
+                                        "separates every other model from it)")
     assert best["NLL, binary space (nats/image)"]["model"] == "vae"
     assert best["NLL, discrete space (nats/image)"]["model"] == "gaussian_nb"
     assert best["anomaly AUROC (mean)"]["model"] == "ocsvm" and best["anomaly AUROC (mean)"]["tied"] == []
@@ -315,7 +350,7 @@ def test_readme_separates_likelihood_spaces_with_units(report):
     quality = parts["Sample quality: evaluator-cnn features (ffffffffffff)"]
     assert "real data (reference)" in quality and "1.75" in quality
     assert quality.index("| vae ") < quality.index("| gaussian_nb ")  # FID ascending
-    assert "12.5 [11.5, 13.5] ★" in row_of(quality, "vae")
+    assert "12.5 [11.8, 14.1] ★" in row_of(quality, "vae")
     assert "**Warning:** FID is biased upward" in quality and "gaussian_nb (n = 500)" in quality
     assert "vae (n =" not in quality
 
@@ -333,7 +368,7 @@ def test_page_links_and_sibling_dataset_untouched(report):
     page = (out / "digits" / "index.html").read_text()
     assert 'href="../index.html"' in page and 'href="README.md"' in page and 'href="per_seed.csv"' in page
     assert 'src="samples/vae.svg"' in page and "<table" in page
-    assert "tied: mlp (95% intervals overlap)" in page
+    assert "best accuracy: cnn 0.975 [0.970, 0.980]; no tie" in page
     sibling = out / "other_dataset"
     assert sorted(p.name for p in sibling.iterdir()) == ["README.md", "summary.json"]
     assert (sibling / "README.md").read_text() == "another dataset's report\n"
@@ -363,8 +398,8 @@ def test_index_lists_only_the_given_datasets(report, tmp_path):
     assert 'href="digits/index.html"' in entry and 'href="digits/README.md"' in entry
     assert "other_dataset" not in entry
     assert f"{len(MODELS)} models" in entry and "3 seeds (0, 1, 2)" in entry
-    assert "best accuracy: cnn 0.975 [0.970, 0.980]; tied: mlp (95% intervals overlap)" in entry
-    assert "★ best mean" in entry
+    assert "best accuracy: cnn 0.975 [0.970, 0.980]; no tie" in entry
+    assert "★ the best mean" in entry
 
     with pytest.raises(FileNotFoundError, match=r"missing/summary.json .*dvc repro pipelines/missing/dvc.yaml:report"):
         build_index(reports, ["digits", "missing"])

@@ -263,32 +263,3 @@ def test_summarise_auroc():
         stats.summarise(per_seed, scores, kind="auroc")  # no is_anomaly
     with pytest.raises(ValueError):
         stats.summarise(per_seed, scores, kind="median")
-
-
-# --- tied_best -----------------------------------------------------------------------------------
-
-def test_tied_best_higher_is_better():
-    means = [0.90, 0.88, 0.80, float("nan")]
-    lows = [0.87, 0.86, 0.78, float("nan")]
-    highs = [0.93, 0.89, 0.82, float("nan")]
-    assert stats.tied_best(means, lows, highs, higher_is_better=True) == [True, True, False, False]
-
-
-def test_tied_best_lower_is_better():
-    means = [95.0, 90.0, 91.0, 120.0]
-    lows = [93.0, 88.0, 89.5, 80.0]
-    highs = [97.0, 92.0, 92.5, 160.0]
-    # best is 90 in [88, 92]: 91 overlaps, 95 [93, 97] does not, 120 [80, 160] overlaps
-    assert stats.tied_best(means, lows, highs, higher_is_better=False) == [False, True, True, True]
-    # higher is better: best is 120, whose wide interval [80, 160] overlaps every other
-    assert stats.tied_best(means, lows, highs, higher_is_better=True) == [True, True, True, True]
-    assert stats.tied_best(means, [93.0, 88.0, 89.5, 98.0], highs, True) == [False, False, False, True]
-
-
-def test_tied_best_edge_cases():
-    nan = float("nan")
-    assert stats.tied_best([nan, nan], [nan, nan], [nan, nan], True) == [False, False]
-    # touching intervals overlap; equal best means are both best even without intervals
-    assert stats.tied_best([1.0, 0.8], [0.9, 0.7], [1.1, 0.9], True) == [True, True]
-    assert stats.tied_best([1.0, 1.0, 0.5], [nan, nan, nan], [nan, nan, nan], True) == [True, True, False]
-    assert all(type(t) is bool for t in stats.tied_best([1.0], [1.0], [1.0], False))

@@ -24,7 +24,7 @@ import pandas as pd
 from genbench.io import atomic_directory, read_json, write_json, write_text
 from genbench.params import Paths
 from genbench.report.leaderboard import (
-    FIELDS, best_per_metric, leaderboard, per_seed_table, reference_sha, tie_marks,
+    FIELDS, apply_verdicts, best_per_metric, leaderboard, per_seed_table, reference_sha, tie_marks,
 )
 from genbench.report.published import published_section
 from genbench.report.records import RECORD_STAGE, load_records
@@ -98,7 +98,9 @@ def build_dataset_report(root: str | Path, out_dir: str | Path, dataset: str, mo
     if evaluator is not None and floor is not None and floor["fid"].get("features_sha256") == evaluator.get("sha256"):
         evaluator = {**evaluator, "reference_fid": floor["fid"]}  # real data at the models' sample count
     sha, fid_warnings = reference_sha(records, evaluator)
-    board = leaderboard(records, sha)
+    verdicts = _read_optional(paths.results(dataset) / "comparisons.json")  # genbench.comparisons
+    records = apply_verdicts(records, verdicts)  # every table shows the interval its verdict was reached with
+    board = leaderboard(records, sha, verdicts)
     summary = {
         "dataset": dataset,
         "models": [r["model"] for r in records],
@@ -194,8 +196,8 @@ def _entry_page(datasets: Mapping[str, dict], committed_only: set[str] = frozens
             row[dataset] = f"{best['model']}: {fmt_fixed(estimate, column_decimals([estimate.mean], width))}{tied}"
         rows.append(row)
     summary_section = Section("Best per metric", pd.DataFrame(rows), [
-        "Per dataset: the model with the best mean over seeds [its 95% interval], and the models whose intervals "
-        f"overlap it (tied). {TIE_NOTE} Numbers on different datasets are not comparable."])
+        "Per dataset: the model with the best mean over seeds [its 95% interval], and the models tied with it. "
+        f"{TIE_NOTE} Numbers on different datasets are not comparable."])
     sections = [summary_section] if rows else []
     for dataset, summary in datasets.items():
         splits = _splits_text({"sizes": summary.get("splits")})

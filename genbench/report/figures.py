@@ -89,7 +89,7 @@ def _kind_legend(fig: Figure, kinds: list[str], extra: list = ()) -> None:
 def interval_plot(rows: pd.DataFrame, *, title: str, xlabel: str, higher: bool, reference: dict | None = None,
                   path: Path) -> None:
     """One row per model (columns model, kind, mean, low, high, tied), best first: the mean as a dot and
-    its 95% interval as a line, so overlaps read at a glance. Tied-best models: filled dots and a ★;
+    its 95% interval as a line. Tied-best models (the paired verdict): filled dots and a ★;
     the others hollow. `reference`: {"value", "low", "high", "label"}, drawn as a dashed line and band."""
     rows = rows.sort_values("mean", ascending=not higher, kind="stable").reset_index(drop=True)
     fig = Figure(figsize=(8.5, 1.2 + 0.26 * len(rows)), layout="constrained")

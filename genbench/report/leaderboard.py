@@ -14,7 +14,6 @@ import pandas as pd
 
 from genbench.report.records import interval, is_number, lookup
 from genbench.report.sections import Est, column_decimals, fmt_fixed
-from genbench.stats import tied_best
 
 # Leaderboard column -> dotted path in a record's summary (or top level). The columns DESIGN.md
 # requires come first, in order; protocol details follow.
@@ -69,7 +68,10 @@ RANKED = {"accuracy": True, "log_loss": False, "ece": False, "nll_nats": False, 
 PER_SPACE = {"nll_nats", "bits_per_dim"}  # ranked within one likelihood space
 FEATURE_COLUMNS = ["fid", "fid_n_generated", "fid_n_reference", "precision", "recall", "density", "coverage", "cas"]
 CI_SUFFIXES = ("ci_low", "ci_high", "n_seeds", "ci_method")
-TIE_WORDS = "95% intervals overlap"
+# Per ranked column with a paired verdict (results/<dataset>/comparisons.json, genbench.comparisons): the paired
+# difference from the best model with its 95% interval, and the Holm-corrected p-value of "no difference".
+VERSUS_SUFFIXES = ("vs_best", "vs_best_low", "vs_best_high", "p_holm")
+TIE_WORDS = "the Holm-corrected paired comparison cannot separate them"
 
 
 def columns() -> list[str]:
@@ -77,7 +79,37 @@ def columns() -> list[str]:
     for column in METRIC_COLUMNS:
         out += [f"{column}_{suffix}" for suffix in CI_SUFFIXES]
         if column in RANKED:
-            out.append(f"{column}_tied_best")
+            out += [f"{column}_tied_best", *(f"{column}_{suffix}" for suffix in VERSUS_SUFFIXES)]
+    return out
+
+
+def _verdict(comparisons: dict | None, column: str, record: dict) -> dict | None:
+    """The paired verdict of `record`'s model on `column` (its likelihood space's group for NLLs), or None."""
+    metric = ((comparisons or {}).get("metrics") or {}).get(column)
+    if not metric:
+        return None
+    group = str((record.get("likelihood") or {}).get("space")) if column in PER_SPACE else "all"
+    return ((metric.get("groups") or {}).get(group) or {}).get("models", {}).get(record["model"])
+
+
+def apply_verdicts(records: list[dict], comparisons: dict | None) -> list[dict]:
+    """Records whose ranked metrics carry the paired bootstrap's percentile interval (seeds and test images, or
+    generated samples, drawn together) instead of the summary's, so that every table shows the interval its
+    verdict was reached with, never a symmetric interval about a skewed metric."""
+    out = []
+    for record in records:
+        intervals = dict(record.get("intervals") or {})
+        for column in RANKED:
+            verdict = _verdict(comparisons, column, record)
+            path = FIELDS[column]
+            if verdict is None or path not in intervals:
+                continue
+            metric = comparisons["metrics"][column]
+            intervals[path] = {**intervals[path], "low": verdict["low"], "high": verdict["high"],
+                               "n_seeds": len(comparisons["seeds"]),
+                               "method": f"95% interval: percentile bootstrap over seeds and {metric['units']} drawn "
+                                         f"together, {comparisons['n_resamples']} resamples"}
+        out.append({**record, "intervals": intervals})
     return out
 
 
@@ -100,8 +132,13 @@ def same_features(record: dict, sha: str | None) -> bool:
     return sha is not None and (record.get("fid") or {}).get("features_sha256") == sha
 
 
-def _row(record: dict, sha: str | None) -> dict[str, Any]:
+def _row(record: dict, sha: str | None, comparisons: dict | None) -> dict[str, Any]:
     row = {column: lookup(record, path) for column, path in FIELDS.items()}
+    for column in RANKED:
+        verdict = _verdict(comparisons, column, record) or {}
+        row |= {f"{column}_vs_best": verdict.get("diff"), f"{column}_vs_best_low": verdict.get("diff_low"),
+                f"{column}_vs_best_high": verdict.get("diff_high"), f"{column}_p_holm": verdict.get("p_holm"),
+                f"{column}_tied_best": verdict.get("tied")}
     for column in METRIC_COLUMNS:
         found = interval(record, FIELDS[column]) or {}
         row |= {f"{column}_ci_low": found.get("low"), f"{column}_ci_high": found.get("high"),
@@ -111,6 +148,8 @@ def _row(record: dict, sha: str | None) -> dict[str, Any]:
             row[column] = None
             if column in METRIC_COLUMNS:
                 row |= {f"{column}_{suffix}": None for suffix in CI_SUFFIXES}
+            if column in RANKED:
+                row |= {f"{column}_{suffix}": None for suffix in ("tied_best", *VERSUS_SUFFIXES)}
     return row
 
 
@@ -122,36 +161,20 @@ def _numeric(values: pd.Series, count: bool) -> pd.Series:
     return values
 
 
-def _tied(board: pd.DataFrame, column: str, higher: bool) -> pd.Series:
-    """`tied_best` over each comparable group of rows: the whole board, or one likelihood space."""
-    flags = pd.Series(pd.NA, index=board.index, dtype="boolean")
-    groups = board.groupby("nll_space", dropna=True) if column in PER_SPACE else [(None, board)]
-    for _, group in groups:
-        group = group[group[column].notna()]
-        if group.empty:
-            continue
-        means = group[column].astype(float)
-        # A value without an interval (one seed) counts as the point [mean, mean].
-        lows = group[f"{column}_ci_low"].astype(float).fillna(means)
-        highs = group[f"{column}_ci_high"].astype(float).fillna(means)
-        tied = tied_best(means.tolist(), lows.tolist(), highs.tolist(), higher)
-        flags.loc[group.index] = [bool(t) for t in tied]
-    return flags
-
-
-def leaderboard(records: list[dict], sha: str | None) -> pd.DataFrame:
-    """One row per record: summary means, interval columns, tied-best flags; sorted by dataset and model."""
-    board = pd.DataFrame([_row(r, sha) for r in records]).reindex(
-        columns=[c for c in columns() if not c.endswith("_tied_best")])
+def leaderboard(records: list[dict], sha: str | None, comparisons: dict | None = None) -> pd.DataFrame:
+    """One row per record: summary means, interval columns, and per ranked column the paired verdict against
+    the best model (`comparisons`, genbench.comparisons): difference, its interval, Holm-corrected p-value and
+    the tied-best flag. A ranked column without a paired verdict marks no tie. Sorted by dataset and model."""
+    records = apply_verdicts(records, comparisons)
+    board = pd.DataFrame([_row(r, sha, comparisons) for r in records]).reindex(columns=columns())
     for column in board.columns:
         if column in TEXT_COLUMNS or column.endswith("_ci_method"):
             board[column] = board[column].astype(object).where(board[column].notna(), None)
+        elif column.endswith("_tied_best"):
+            board[column] = board[column].astype("boolean")
         else:
             board[column] = _numeric(board[column], column in COUNT_COLUMNS or column.endswith("_n_seeds"))
-    board = board.sort_values(["dataset", "model"], kind="stable").reset_index(drop=True)
-    for column, higher in RANKED.items():
-        board[f"{column}_tied_best"] = _tied(board, column, higher)
-    return board.reindex(columns=columns())
+    return board.sort_values(["dataset", "model"], kind="stable").reset_index(drop=True)
 
 
 def tie_marks(board: pd.DataFrame) -> set[tuple[str, str]]:
@@ -211,8 +234,10 @@ def best_per_metric(board: pd.DataFrame) -> list[dict[str, Any]]:
         if column == "nll_nats":
             entry["estimator"] = top["nll_estimator"]
             estimator = f" ({top['nll_estimator']})" if top["nll_estimator"] else ""
+        verdict = board.loc[board[f"{column}_tied_best"].notna(), f"{column}_tied_best"]
         ties = (f"; tied: {', '.join(entry['tied'])} ({TIE_WORDS})" if entry["tied"]
-                else "; no tie (no other model's 95% interval overlaps)")
+                else f"; no tie (the paired comparison separates every other model from it)" if len(verdict)
+                else "; no paired verdict")
         width = [(estimate.high - estimate.low) / 2] if estimate.low is not None and estimate.high is not None else []
         entry["text"] = (f"best {label}: {top['model']} {fmt_fixed(estimate, column_decimals([estimate.mean], width))}"
                          f"{estimator}{ties}")

@@ -20,7 +20,11 @@ import pandas as pd
 from genbench.report.records import interval, is_number, lookup
 
 STAR = "★"
-TIE_NOTE = f"{STAR} best mean, and every model whose 95% interval overlaps the best one's: tied."
+TIE_NOTE = (f"{STAR} the best mean, and every model tied with it: the difference from the best, paired by seed and "
+            "test image (or drawn with the seeds, for generated samples), cannot be told from 0 by a two-sided "
+            "bootstrap test, Holm-corrected across the models compared at 5% (results/<dataset>/comparisons.json). "
+            "A wide interval is no tie by itself; ECE, CAS and linear-probe columns have no paired verdict and mark "
+            "no tie.")
 
 
 def slug(title: str) -> str:

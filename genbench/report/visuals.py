@@ -49,7 +49,8 @@ def comparisons(out: Path, dataset: str, board: pd.DataFrame, floor: dict | None
     FID against NLL and precision against recall; also reports/<dataset>/plots/<name>.csv for DVC."""
     section = Section("At a glance", notes=[
         f"Dots: the mean over seeds; lines: its 95% interval (the leaderboard's); filled dots with {STAR}: the best "
-        "mean and every model whose interval overlaps it (tied). Colour: the model's kind, so the accuracy chart "
+        "mean and every model the Holm-corrected paired comparison cannot separate from it (tied; an interval "
+        "that overlaps is not enough). Colour: the model's kind, so the accuracy chart "
         "compares generative classifiers (Bayes' rule on p(x | y) p(y)) with discriminative ones."])
     for name, (column, space, higher, label) in COMPARISONS.items():
         rows = _rows(board, column, space)

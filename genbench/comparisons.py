@@ -1,0 +1,197 @@
+"""The `compare` stage: paired verdicts for a dataset's ranked metrics, computed from the models' stored raw
+outputs (`results/<dataset>/<model>/raw/`, genbench.runner.RAW) into `results/<dataset>/comparisons.json`.
+
+Per metric (and per likelihood space for NLLs), every model that has it is compared with the best one on
+the same seeds and the same test images (genbench.paired: one bootstrap whose draws are shared by every
+model, Holm-corrected across the models compared). A model's interval is the percentile interval of the
+same bootstrap, so it is never symmetric about a skewed metric nor clipped into a tie. What is compared:
+
+* per-image means over the test split: accuracy, log-loss (classification), NLL and bits/dim (likelihood,
+  within one likelihood space), with test images drawn together with the seeds;
+* mean one-class AUROC over normal classes, with test images drawn together with the seeds;
+* sample metrics on the pinned evaluator's features of the stored samples: FID, precision, density and
+  coverage against the test split's features (the reference is fixed), with each model's samples drawn
+  (from a stream of its own) together with the seeds; recall likewise, with each sample's k-NN radius
+  (the fake manifold) kept at its value on all samples;
+* not compared (no per-image output is stored for them): CAS and the linear probe; models whose samples
+  live in another domain (cyclegan's translations) are not ranked with unconditional generators.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from genbench import paired
+from genbench.io import read_json, write_json
+from genbench.params import Paths, check_selection, dataset_params, protocol
+
+COMPARISONS = "comparisons.json"  # under results/<dataset>/
+# metric -> (higher is better, per-image file under raw/seed-<s>/, the leaderboard column)
+PER_IMAGE = {
+    "accuracy": (True, "per_image.classification.accuracy"),
+    "log_loss": (False, "per_image.classification.log_loss"),
+    "nll_nats": (False, "per_image.likelihood.nll_nats"),
+    "bits_per_dim": (False, "per_image.likelihood.bits_per_dim"),
+}
+SAMPLE_METRICS = {"fid": False, "precision": True, "recall": True, "density": True, "coverage": True}
+NOT_COMPARED = {
+    "cas": "no per-image output is stored for CAS: shown without a paired verdict",
+    "linear_probe_accuracy": "no per-image output is stored for the linear probe: shown without a paired verdict",
+    "ece": "calibration error is shown without a paired verdict",
+}
+
+
+def _seed_arrays(raw: Path, seeds: list[int], name: str) -> np.ndarray | None:
+    files = [raw / f"seed-{s}" / f"{name}.npy" for s in seeds]
+    return np.stack([np.load(f) for f in files]) if all(f.exists() for f in files) else None
+
+
+def _per_image(stages: dict[str, dict], raws: dict[str, Path], seeds: list[int], n_resamples: int) -> dict:
+    out = {}
+    for metric, (higher, name) in PER_IMAGE.items():
+        arrays = {m: a for m in stages if (a := _seed_arrays(raws[m], seeds, name)) is not None}
+        groups: dict[str, list[str]] = {}
+        for m in arrays:
+            space = (stages[m]["per_seed"][0].get("likelihood") or {}).get("space") if "likelihood" in name else "all"
+            groups.setdefault(str(space), []).append(m)
+        out[metric] = {"higher_is_better": higher, "units": "test images", "groups": {}}
+        for group, models in groups.items():
+            points = {m: float(np.mean(arrays[m])) for m in models}
+            resamples = {m: paired.image_bootstrap(lambda w, x=arrays[m]: paired.weighted_means(x, w), len(seeds),
+                                                   arrays[m].shape[1], n_resamples) for m in models}
+            out[metric]["groups"][group] = paired.compare(points, resamples, higher, "test images")
+    return out
+
+
+def _auroc(stages: dict[str, dict], raws: dict[str, Path], seeds: list[int], test_y: np.ndarray,
+           n_resamples: int) -> dict:
+    points, resamples = {}, {}
+    for m, stage in stages.items():
+        classes = stage.get("anomaly_classes")
+        scores = _seed_arrays(raws[m], seeds, "anomaly_scores") if classes is not None else None
+        if scores is None:
+            continue
+        is_anomaly = np.stack([test_y != c for c in classes])
+        full = paired.mean_auroc(scores, is_anomaly, np.ones((1, len(test_y))))
+        points[m] = float(full.mean())
+        resamples[m] = paired.image_bootstrap(lambda w, x=scores, a=is_anomaly: paired.mean_auroc(x, a, w),
+                                              len(seeds), len(test_y), n_resamples)
+    return {"higher_is_better": True, "units": "test images",
+            "groups": {"all": paired.compare(points, resamples, True, "test images")}}
+
+
+def _prdc_parts(real: np.ndarray, fake: np.ndarray, k: int) -> dict[str, np.ndarray]:
+    """Per-sample pieces of precision, recall, density and coverage (genbench.metrics.sample_quality.prdc:
+    same balls, strict inequalities) from which their value under sample multiplicities follows."""
+    from scipy.spatial.distance import cdist
+
+    def radii(x: np.ndarray) -> np.ndarray:
+        return np.sort(cdist(x, x), axis=1)[:, k]  # the k-th neighbour, the point itself being the first
+
+    distances = cdist(real, fake)  # (N, M)
+    in_real_ball = distances < radii(real)[:, None]  # fake j inside B(X_i)
+    return {"in_real_ball": in_real_ball, "in_fake_ball": distances < radii(fake)[None, :]}
+
+
+def _prdc_value(metric: str, parts: dict[str, np.ndarray], w: np.ndarray, k: int) -> np.ndarray:
+    """(B,) precision, recall, density or coverage of the samples drawn with multiplicities w (B, M)."""
+    m = w.shape[1]
+    if metric == "precision":
+        return w @ parts["in_real_ball"].any(0).astype(np.float64) / m
+    if metric == "density":
+        return w @ parts["in_real_ball"].sum(0).astype(np.float64) / (k * m)
+    if metric == "coverage":
+        return ((w @ parts["in_real_ball"].T.astype(np.float64)) > 0).mean(1)
+    return ((w @ parts["in_fake_ball"].T.astype(np.float64)) > 0).mean(1)  # recall
+
+
+def _samples(stages: dict[str, dict], raws: dict[str, Path], seeds: list[int], reference: np.ndarray,
+             sha: str, k: int, n_resamples: int) -> tuple[dict, dict]:
+    frechet = paired.Frechet(reference)
+    points: dict[str, dict[str, float]] = {metric: {} for metric in SAMPLE_METRICS}
+    resamples: dict[str, dict[str, np.ndarray]] = {metric: {} for metric in SAMPLE_METRICS}
+    skipped = {}
+    for m, stage in stages.items():
+        fid = stage["per_seed"][0].get("fid")
+        if fid is None:
+            continue
+        if fid.get("reference_domain"):
+            skipped[m] = (f"its samples are {fid['reference_domain']}: a translation, judged in its own table, "
+                          "not ranked with unconditional generators")
+            continue
+        if fid.get("features_sha256") != sha:
+            skipped[m] = "its FID was computed on other features than the pinned evaluator's"
+            continue
+        features = _seed_arrays(raws[m], seeds, "sample_features")
+        if features is None:
+            continue
+        features = features.astype(np.float64)
+        outers = [paired.outer_products(f) for f in features]
+        parts = [_prdc_parts(reference, f, k) for f in features]
+        names = list(SAMPLE_METRICS)
+
+        def values(s: int, w: np.ndarray, features=features, outers=outers, parts=parts) -> np.ndarray:
+            return np.stack([frechet(features[s], w, outers[s]),
+                             *(_prdc_value(metric, parts[s], w, k) for metric in names[1:])], axis=1)
+
+        full = np.mean([values(s, np.ones((1, features.shape[1])))[0] for s in range(len(seeds))], axis=0)
+        drawn = paired.sample_bootstrap(values, m, len(seeds), features.shape[1], n_resamples)
+        for i, metric in enumerate(names):
+            points[metric][m], resamples[metric][m] = float(full[i]), drawn[:, i]
+    out = {metric: {"higher_is_better": higher, "units": "generated samples",
+                    "groups": {"all": paired.compare(points[metric], resamples[metric], higher, "generated samples")}}
+           for metric, higher in SAMPLE_METRICS.items()}
+    return out, skipped
+
+
+def compare_dataset(root: Path, dataset: str, models: list[str], reference: np.ndarray | None, sha: str | None,
+                    k: int, n_resamples: int = paired.N_RESAMPLES) -> dict:
+    """Every ranked metric's paired verdicts among `models`, from their raw outputs under `root`."""
+    paths = Paths(root)
+    raws = {m: paths.raw(dataset, m) for m in models}
+    stages = {m: read_json(raws[m] / "stage.json") for m in models}
+    seeds = sorted(set.intersection(*(set(s["seeds"]) for s in stages.values())))
+    if not seeds:
+        raise ValueError(f"{dataset}: the models share no seed, so nothing can be compared pairwise")
+    test_y = np.load(raws[models[0]] / "test_labels.npy")
+    for m in models:
+        if not np.array_equal(np.load(raws[m] / "test_labels.npy"), test_y):
+            raise ValueError(f"{dataset}/{m}: its test labels differ from {models[0]}'s: rerun its stage")
+    metrics = _per_image(stages, raws, seeds, n_resamples)
+    metrics["anomaly_auroc"] = _auroc(stages, raws, seeds, test_y, n_resamples)
+    skipped: dict[str, Any] = {}
+    if reference is not None:
+        sample_metrics, skipped = _samples(stages, raws, seeds, reference, sha, k, n_resamples)
+        metrics.update(sample_metrics)
+    return {"dataset": dataset, "seeds": seeds, "n_test": int(len(test_y)), "n_resamples": n_resamples,
+            "confidence": paired.CONFIDENCE, "alpha": paired.ALPHA, "correction": "Holm (statsmodels multipletests)",
+            "interval": "percentile interval of the same bootstrap", "metrics": metrics,
+            "not_ranked": {"fid": skipped, **{metric: reason for metric, reason in NOT_COMPARED.items()}}}
+
+
+def run_compare(params: dict[str, Any], dataset: str, root: str | Path = ".", out: str | Path | None = None) -> dict:
+    """The `compare` stage: results/<dataset>/comparisons.json from every model's raw/ folder."""
+    import torch
+
+    from genbench.data.prepare import PreparedData
+    from genbench.evaluator import cached_evaluator
+    from genbench.metrics.sample_quality import evaluator_features
+
+    check_selection(params, dataset=dataset)
+    params = dataset_params(params, dataset)
+    paths = Paths(root)
+    models = [m for m in params.get("models") or {} if (paths.raw(dataset, m) / "stage.json").exists()]
+    missing = [m for m in params.get("models") or {} if m not in models]
+    if missing:
+        raise FileNotFoundError(f"{dataset}: no raw outputs for {', '.join(missing)}: run their stages first "
+                                f"(`uv run dvc repro pipelines/{dataset}/dvc.yaml`)")
+    net, record = cached_evaluator(paths.evaluator(dataset))
+    with torch.no_grad():
+        reference = evaluator_features(net, PreparedData(paths.data(dataset)).split(
+            protocol(params)["fid_reference_split"]).x).double().numpy()
+    result = compare_dataset(Path(root), dataset, models, reference, record["sha256"], protocol(params)["prdc_k"])
+    write_json(Paths(root if out is None else out).results(dataset) / COMPARISONS, result)
+    return result

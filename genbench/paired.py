@@ -1,0 +1,211 @@
+"""Paired comparisons of models that share seeds and test images: one bootstrap per metric whose resamples
+are the same for every model, so a model's interval and its difference from the best come from the same
+draws (Efron & Tibshirani 1993, ch. 16; the paired bootstrap of Koehn 2004).
+
+A resample draws the seeds with replacement and, together with them, the test images with replacement
+(one draw of images for every seed, class and model: the models are scored on the same images). For a
+sample metric (FID) the units are the generated samples instead, drawn per model and seed (a model's
+samples are its own, so they are not paired), with the seeds still drawn together for every model. A
+draw is written as multiplicities (how often each seed or image was drawn), so a statistic of a resample
+is the weighted statistic of the full data, computed exactly and without copying it.
+
+Verdict: each model's value minus the best model's, with its 95% percentile interval and the two-sided
+bootstrap p-value of "no difference" (twice the share of resamples on the other side of zero, counted
+as (1 + count) / (1 + resamples) so that it is never 0), Holm-corrected across the models compared
+(statsmodels' multipletests). A model is tied with the best when its corrected p-value is at least
+0.05: the paired comparison cannot separate them. A wide interval is never a tie by itself.
+
+Written by hand: scipy.stats.bootstrap resamples one data set or several independent ones, not the
+crossed seed x image design shared by many models, nor weighted FID or AUROC.
+"""
+
+from __future__ import annotations
+
+import zlib
+from typing import Callable, Iterator
+
+import numpy as np
+
+CONFIDENCE = 0.95
+ALPHA = 0.05
+N_RESAMPLES = 1999  # smallest p-value 2/2000 = 0.001, below Holm's first threshold 0.05/25 = 0.002 for 26 models
+CHUNK = 500  # resamples drawn at a time (memory: CHUNK x units floats)
+RULE = ("tied with the best: the paired difference from the best model cannot be told from 0 "
+        "(bootstrap over seeds and {units} drawn together, {resamples} resamples, two-sided, "
+        "Holm-corrected across the {m} models compared at 5%)")
+
+
+def weights(rng: np.random.Generator, n: int, size: int) -> np.ndarray:
+    """(size, n) multiplicities of n draws with replacement from n units."""
+    drawn = rng.integers(0, n, size=(size, n)) + n * np.arange(size)[:, None]
+    return np.bincount(drawn.ravel(), minlength=size * n).reshape(size, n).astype(np.float64)
+
+
+def draws(n_seeds: int, n_units: int, n_resamples: int = N_RESAMPLES, seed: int = 0, streams: int = 1,
+          own: str | None = None, chunk: int = CHUNK) -> Iterator[tuple[np.ndarray, list[np.ndarray]]]:
+    """Chunks of (seed multiplicities (B, n_seeds), [unit multiplicities (B, n_units)] * streams).
+
+    The seed draws depend on `seed` alone, so they are the same for every model. The unit draws too,
+    unless `own` names a model: its generated samples are its own, drawn from a stream of its own, one
+    stream per seed (`streams`)."""
+    seeds_rng = np.random.default_rng([seed, 0])
+    units_rng = np.random.default_rng([seed, 1] if own is None else [seed, 1, zlib.crc32(own.encode())])
+    done = 0
+    while done < n_resamples:
+        size = min(chunk, n_resamples - done)
+        yield weights(seeds_rng, n_seeds, size), [weights(units_rng, n_units, size) for _ in range(streams)]
+        done += size
+
+
+def seed_average(per_seed: np.ndarray, seed_weights: np.ndarray) -> np.ndarray:
+    """(B, n_seeds[, K]) per-seed values of B resamples -> (B[, K]) their mean over the drawn seeds."""
+    w = seed_weights if per_seed.ndim == 2 else seed_weights[:, :, None]
+    return np.sum(per_seed * w, axis=1) / seed_weights.shape[1]
+
+
+# --- statistics of one seed under unit multiplicities w (B, n) -------------------------------------------
+
+
+def weighted_means(values: np.ndarray, w: np.ndarray) -> np.ndarray:
+    """values (n_seeds, n) per-image values -> (B, n_seeds) their means under multiplicities w (B, n)."""
+    return w @ values.T / w.shape[1]
+
+
+def weighted_auroc(scores: np.ndarray, is_anomaly: np.ndarray, w: np.ndarray) -> np.ndarray:
+    """AUROC of one score vector (n,) (higher = more anomalous) under multiplicities w (B, n): the
+    Mann-Whitney statistic over weighted pairs, ties counting 1/2 (Hanley & McNeil 1982). NaN where a
+    resample has no anomalous or no normal image."""
+    levels, codes = np.unique(scores, return_inverse=True)
+    onehot = np.zeros((len(scores), len(levels)))
+    onehot[np.arange(len(scores)), codes] = 1.0
+    positive = w @ (onehot * is_anomaly[:, None])  # (B, levels): anomalous weight per score level
+    negative = w @ (onehot * ~is_anomaly[:, None])
+    below = np.cumsum(negative, axis=1) - negative  # normal weight strictly below each level
+    pairs = positive.sum(1) * negative.sum(1)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return np.where(pairs > 0, np.sum(positive * (below + 0.5 * negative), axis=1) / pairs, np.nan)
+
+
+def mean_auroc(scores: np.ndarray, is_anomaly: np.ndarray, w: np.ndarray) -> np.ndarray:
+    """scores (n_seeds, n_classes, n), is_anomaly (n_classes, n) -> (B, n_seeds) AUROC averaged over classes."""
+    return np.stack([np.mean([weighted_auroc(scores[s, c], is_anomaly[c], w) for c in range(scores.shape[1])],
+                             axis=0) for s in range(scores.shape[0])], axis=1)
+
+
+def _sqrt_psd(matrix: np.ndarray) -> np.ndarray:
+    values, vectors = np.linalg.eigh(matrix)
+    return (vectors * np.sqrt(np.clip(values, 0, None))) @ vectors.T
+
+
+def outer_products(x: np.ndarray) -> np.ndarray:
+    """(n, d) -> (n, d * d): each row's x x^T, flattened."""
+    return (x[:, :, None] * x[:, None, :]).reshape(len(x), -1)
+
+
+class Frechet:
+    """Fréchet distance (Heusel et al. 2017) of weighted generated features to fixed reference features:
+    ||mu_r - mu_g||^2 + tr(S_r) + tr(S_g) - 2 tr((S_r^1/2 S_g S_r^1/2)^1/2), covariances with n - 1 as
+    torchmetrics' FrechetInceptionDistance computes them (tests check the two agree)."""
+
+    def __init__(self, reference: np.ndarray):
+        reference = np.asarray(reference, dtype=np.float64)
+        self.mean = reference.mean(0)
+        self.cov = np.cov(reference, rowvar=False)
+        self.root = _sqrt_psd(self.cov)
+
+    def __call__(self, features: np.ndarray, w: np.ndarray | None = None, outer: np.ndarray | None = None) -> np.ndarray:
+        """features (n, d); w (B, n) multiplicities (None: the features as they are) -> (B,) distances.
+        `outer`: `outer_products(features)`, when the same features are weighted many times."""
+        x = np.asarray(features, dtype=np.float64)
+        n, d = x.shape
+        w = np.ones((1, n)) if w is None else w
+        mean = w @ x / n  # (B, d)
+        outer = outer_products(x) if outer is None else outer
+        second = (w @ outer).reshape(-1, d, d)  # sum_n w_n x_n x_n^T
+        cov = (second - n * mean[:, :, None] * mean[:, None, :]) / (n - 1)
+        inner = self.root @ cov @ self.root
+        trace_sqrt = np.sqrt(np.clip(np.linalg.eigvalsh(inner), 0, None)).sum(1)
+        return (np.sum((mean - self.mean) ** 2, axis=1) + np.trace(self.cov)
+                + np.trace(cov, axis1=1, axis2=2) - 2 * trace_sqrt)
+
+
+# --- verdicts --------------------------------------------------------------------------------------------
+
+
+def percentile_interval(values: np.ndarray, confidence: float = CONFIDENCE) -> tuple[float, float]:
+    finite = values[np.isfinite(values)]
+    if finite.size == 0:
+        return float("nan"), float("nan")
+    alpha = (1 - confidence) / 2
+    low, high = np.quantile(finite, [alpha, 1 - alpha])
+    return float(low), float(high)
+
+
+def bootstrap_p(differences: np.ndarray) -> float:
+    """Two-sided bootstrap p-value of "the difference is 0": the share of resamples on the far side of 0
+    from the bulk, doubled, as (1 + count) / (1 + resamples)."""
+    d = differences[np.isfinite(differences)]
+    if d.size == 0:
+        return float("nan")
+    if np.all(d == 0):
+        return 1.0  # the same outputs: nothing to separate
+    tail = min(np.count_nonzero(d <= 0), np.count_nonzero(d >= 0))
+    return float(min(1.0, 2 * (1 + tail) / (1 + d.size)))
+
+
+def holm(p_values: list[float], alpha: float = ALPHA) -> tuple[list[bool], list[float]]:
+    """Holm's step-down correction (statsmodels.stats.multitest.multipletests): (rejected, adjusted p)."""
+    from statsmodels.stats.multitest import multipletests
+
+    if not p_values:
+        return [], []
+    rejected, adjusted, _, _ = multipletests(p_values, alpha=alpha, method="holm")
+    return [bool(r) for r in rejected], [float(p) for p in adjusted]
+
+
+def compare(points: dict[str, float], resamples: dict[str, np.ndarray], higher_is_better: bool,
+            units: str) -> dict:
+    """Each model against the best one, from `resamples` (model -> (R,) the metric under the shared draws).
+
+    Returns {"best", "rule", "models": {model: {value, low, high, diff, diff_low, diff_high, p, p_holm, tied}}}."""
+    names = [m for m in points if np.isfinite(points[m])]
+    if not names:
+        return {"best": None, "rule": None, "models": {}}
+    best = (max if higher_is_better else min)(names, key=lambda m: points[m])
+    others = [m for m in names if m != best]
+    p_values = [bootstrap_p(resamples[m] - resamples[best]) for m in others]
+    testable = [i for i, p in enumerate(p_values) if np.isfinite(p)]
+    rejected, adjusted = holm([p_values[i] for i in testable])
+    holm_of = {others[i]: (r, a) for i, r, a in zip(testable, rejected, adjusted)}
+    out = {}
+    for m in names:
+        low, high = percentile_interval(resamples[m])
+        entry = {"value": float(points[m]), "low": low, "high": high}
+        if m == best:
+            entry.update(diff=0.0, diff_low=0.0, diff_high=0.0, p=1.0, p_holm=1.0, tied=True)
+        else:
+            diff_low, diff_high = percentile_interval(resamples[m] - resamples[best])
+            reject, adjusted_p = holm_of.get(m, (False, float("nan")))
+            entry.update(diff=float(points[m] - points[best]), diff_low=diff_low, diff_high=diff_high,
+                         p=p_values[others.index(m)], p_holm=adjusted_p, tied=not reject)
+        out[m] = entry
+    n_resamples = max(len(v) for v in resamples.values())
+    return {"best": best, "rule": RULE.format(units=units, resamples=n_resamples, m=len(others)), "models": out}
+
+
+def image_bootstrap(per_seed: Callable[[np.ndarray], np.ndarray], n_seeds: int, n_images: int,
+                    n_resamples: int = N_RESAMPLES, seed: int = 0) -> np.ndarray:
+    """(R,) a metric over shared test images under the shared draws: `per_seed(w)` maps image
+    multiplicities (B, n_images) to the (B, n_seeds) per-seed values, then averaged over the drawn seeds."""
+    return np.concatenate([seed_average(per_seed(w[0]), s) for s, w in draws(n_seeds, n_images, n_resamples, seed)])
+
+
+def sample_bootstrap(per_seed: Callable[[int, np.ndarray], np.ndarray], model: str, n_seeds: int, n_samples: int,
+                     n_resamples: int = N_RESAMPLES, seed: int = 0) -> np.ndarray:
+    """(R, K) K metrics of a model's generated samples: `per_seed(s, w)` maps multiplicities (B, n_samples) of
+    seed index s's samples to (B, K) values; the samples are drawn from the model's own stream, the seeds
+    with every model's."""
+    out = []
+    for s, w in draws(n_seeds, n_samples, n_resamples, seed, streams=n_seeds, own=model):
+        out.append(seed_average(np.stack([per_seed(i, w[i]) for i in range(n_seeds)], axis=1), s))
+    return np.concatenate(out)

@@ -1,0 +1,173 @@
+"""Paired verdicts (genbench.paired, genbench.comparisons) against independent references: scikit-learn's
+AUROC and torchmetrics' FID on explicitly repeated data, statsmodels' Holm, genbench's PRDC, and the
+bootstrap's coverage and error rate on simulated models whose true difference is known."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import torch
+from sklearn.metrics import roc_auc_score
+from statsmodels.stats.multitest import multipletests
+
+from genbench import comparisons, paired
+from genbench.metrics.sample_quality import prdc
+
+
+def _multiplicities(rng, n, size=4):
+    return paired.weights(rng, n, size)
+
+
+def test_weighted_auroc_is_the_auroc_of_the_repeated_images():
+    rng = np.random.default_rng(1)
+    scores = np.round(rng.normal(size=60), 1)  # ties
+    is_anomaly = rng.random(60) < 0.4
+    w = _multiplicities(rng, 60)
+    got = paired.weighted_auroc(scores, is_anomaly, w)
+    for b in range(len(w)):
+        repeat = w[b].astype(int)
+        expected = roc_auc_score(np.repeat(is_anomaly, repeat), np.repeat(scores, repeat))
+        assert got[b] == pytest.approx(expected, abs=1e-12)
+    assert paired.weighted_auroc(scores, is_anomaly, np.ones((1, 60)))[0] == pytest.approx(
+        roc_auc_score(is_anomaly, scores), abs=1e-12)
+
+
+def test_frechet_agrees_with_torchmetrics_and_with_repeated_rows():
+    from torchmetrics.image.fid import _compute_fid
+
+    rng = np.random.default_rng(2)
+    reference = rng.normal(size=(300, 8))
+    fake = rng.normal(loc=0.3, scale=1.2, size=(200, 8))
+    frechet = paired.Frechet(reference)
+
+    def torchmetrics_fid(x):
+        x = torch.from_numpy(x).double()
+        r = torch.from_numpy(reference).double()
+        return float(_compute_fid(r.mean(0), torch.cov(r.T), x.mean(0), torch.cov(x.T)))
+
+    assert frechet(fake)[0] == pytest.approx(torchmetrics_fid(fake), rel=1e-9)
+    w = _multiplicities(rng, 200, size=3)
+    got = frechet(fake, w)
+    for b in range(3):
+        assert got[b] == pytest.approx(torchmetrics_fid(np.repeat(fake, w[b].astype(int), axis=0)), rel=1e-9)
+
+
+def test_prdc_pieces_reproduce_genbench_prdc_and_follow_the_weights():
+    rng = np.random.default_rng(3)
+    real, fake = rng.normal(size=(80, 4)), rng.normal(loc=0.2, size=(120, 4))
+    expected = prdc(torch.from_numpy(real), torch.from_numpy(fake), k=5)
+    parts = comparisons._prdc_parts(real, fake, 5)
+    ones = np.ones((1, 120))
+    for metric in ("precision", "recall", "density", "coverage"):
+        assert comparisons._prdc_value(metric, parts, ones, 5)[0] == pytest.approx(expected[metric], abs=1e-12)
+    # a draw that keeps only the first 10 samples, 12 times each: coverage counts only the balls they reach
+    w = np.zeros((1, 120))
+    w[0, :10] = 12
+    covered = parts["in_real_ball"][:, :10].any(1).mean()
+    assert comparisons._prdc_value("coverage", parts, w, 5)[0] == pytest.approx(covered)
+    assert comparisons._prdc_value("precision", parts, w, 5)[0] == pytest.approx(
+        parts["in_real_ball"][:, :10].any(0).mean())
+
+
+def test_holm_is_statsmodels_holm():
+    p = [0.01, 0.04, 0.03, 0.005]
+    rejected, adjusted = paired.holm(p)
+    expected = multipletests(p, alpha=0.05, method="holm")
+    assert rejected == list(expected[0]) and adjusted == pytest.approx(list(expected[1]))
+    assert adjusted == pytest.approx([0.03, 0.06, 0.06, 0.02])  # Holm (1979) by hand: sorted p x (4, 3, 2, 1)
+
+
+def test_bootstrap_p_is_never_zero_and_is_one_for_identical_outputs():
+    assert paired.bootstrap_p(np.full(1999, 0.3)) == pytest.approx(2 / 2000)
+    assert paired.bootstrap_p(np.zeros(100)) == 1.0
+    symmetric = np.concatenate([-np.ones(500), np.ones(500)])
+    assert paired.bootstrap_p(symmetric) == 1.0
+
+
+def _simulate(rng, delta, n_seeds=3, n_images=200, seed_sd=0.02, image_sd=1.0, noise_sd=0.5):
+    """Two models' per-image losses on shared images and seeds: a per-image difficulty both share, a seed
+    effect, and noise; model b's expected loss exceeds a's by delta."""
+    difficulty = rng.normal(scale=image_sd, size=n_images)
+    a = difficulty + rng.normal(scale=seed_sd, size=(n_seeds, 1)) + rng.normal(scale=noise_sd, size=(n_seeds, n_images))
+    b = difficulty + delta + rng.normal(scale=seed_sd, size=(n_seeds, 1)) + rng.normal(scale=noise_sd,
+                                                                                       size=(n_seeds, n_images))
+    return a, b
+
+
+def _paired_resamples(a, b, n_resamples=999, seed=0):
+    return {m: paired.image_bootstrap(lambda w, x=x: paired.weighted_means(x, w), x.shape[0], x.shape[1], n_resamples,
+                                      seed) for m, x in (("a", a), ("b", b))}
+
+
+def test_paired_interval_covers_the_true_difference_about_95_percent_of_the_time():
+    rng = np.random.default_rng(4)
+    covered, repetitions, delta = 0, 200, 0.1
+    for r in range(repetitions):
+        a, b = _simulate(rng, delta)
+        resamples = _paired_resamples(a, b, n_resamples=499, seed=r)
+        low, high = paired.percentile_interval(resamples["b"] - resamples["a"])
+        covered += low <= delta <= high
+    assert 0.90 <= covered / repetitions <= 0.99, covered / repetitions
+
+
+def test_paired_verdict_separates_what_unpaired_overlap_ties_and_keeps_false_alarms_rare():
+    rng = np.random.default_rng(5)
+    a, b = _simulate(rng, delta=0.15)
+    resamples = _paired_resamples(a, b)
+    points = {"a": float(a.mean()), "b": float(b.mean())}
+    verdict = paired.compare(points, resamples, higher_is_better=False, units="test images")
+    assert verdict["best"] == "a"
+    assert not verdict["models"]["b"]["tied"]  # the pairing removes the shared image difficulty
+    # the models' own intervals overlap: the old rule would have called them tied
+    assert verdict["models"]["b"]["low"] < verdict["models"]["a"]["high"]
+    false_alarms = 0
+    for r in range(100):
+        a, b = _simulate(rng, delta=0.0)
+        resamples = _paired_resamples(a, b, n_resamples=499, seed=r)
+        false_alarms += paired.bootstrap_p(resamples["b"] - resamples["a"]) < 0.05
+    assert false_alarms <= 12  # 5% expected; binomial(100, 0.05) exceeds 12 with probability < 0.001
+
+
+def test_compare_ties_exactly_the_models_holm_cannot_separate():
+    rng = np.random.default_rng(6)
+    points = {"m0": 0.0, "m1": 0.01, "m2": 0.5, "m3": 0.02}
+    resamples = {m: v + rng.normal(scale=0.1, size=999) for m, v in points.items()}
+    verdict = paired.compare(points, resamples, higher_is_better=False, units="test images")
+    others = ["m1", "m2", "m3"]
+    p = [paired.bootstrap_p(resamples[m] - resamples["m0"]) for m in others]
+    rejected = multipletests(p, alpha=0.05, method="holm")[0]
+    assert [verdict["models"][m]["tied"] for m in others] == [not r for r in rejected]
+    assert verdict["models"]["m0"]["tied"] and not verdict["models"]["m2"]["tied"]
+    assert "Holm" in verdict["rule"] and "3 models" in verdict["rule"]
+
+
+def _raw(root, model, seeds, test_y, **per_seed):
+    raw = root / "results" / "d" / model / "raw"
+    for s in seeds:
+        (raw / f"seed-{s}").mkdir(parents=True)
+        for name, values in per_seed.items():
+            np.save(raw / f"seed-{s}" / f"{name}.npy", values[s])
+    np.save(raw / "test_labels.npy", test_y)
+    (raw / "stage.json").write_text(json.dumps({"seeds": seeds, "anomaly_classes": None,
+                                                "per_seed": [{"seed": s, "classification": {}} for s in seeds]}))
+
+
+def test_compare_dataset_reads_raw_outputs_and_means_match_the_files(tmp_path):
+    rng = np.random.default_rng(7)
+    test_y = rng.integers(0, 3, size=50)
+    seeds = [0, 1, 2]
+    for model, p_correct in (("good", 0.9), ("bad", 0.5)):
+        correct = (rng.random((3, 50)) < p_correct).astype(np.float64)
+        _raw(tmp_path, model, seeds, test_y, **{"per_image.classification.accuracy": correct,
+                                                "per_image.classification.log_loss": 1 - correct})
+    result = comparisons.compare_dataset(tmp_path, "d", ["good", "bad"], None, None, 5, n_resamples=499)
+    accuracy = result["metrics"]["accuracy"]["groups"]["all"]
+    assert accuracy["best"] == "good"
+    for model in ("good", "bad"):
+        stored = np.stack([np.load(tmp_path / f"results/d/{model}/raw/seed-{s}/per_image.classification.accuracy.npy")
+                           for s in seeds])
+        assert accuracy["models"][model]["value"] == pytest.approx(stored.mean())
+    assert not accuracy["models"]["bad"]["tied"]
+    assert result["metrics"]["log_loss"]["groups"]["all"]["best"] == "good"
