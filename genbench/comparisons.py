@@ -9,8 +9,8 @@ same bootstrap, so it is never symmetric about a skewed metric nor clipped into 
 * per-image means over the test split: accuracy, log-loss (classification), NLL and bits/dim (likelihood,
   within one likelihood space), with test images drawn together with the seeds;
 * mean one-class AUROC over normal classes, with test images drawn together with the seeds;
-* sample metrics on the pinned evaluator's features of the stored samples: FID, precision, density and
-  coverage against the test split's features (the reference is fixed), with each model's samples drawn
+* sample metrics on the pinned evaluator's features of the stored samples: FID, KID, precision, density
+  and coverage against the test split's features (the reference is fixed), with each model's samples drawn
   (from a stream of its own) together with the seeds; recall likewise, with each sample's k-NN radius
   (the fake manifold) kept at its value on all samples;
 * not compared (no per-image output is stored for them): CAS and the linear probe; models whose samples
@@ -20,7 +20,7 @@ same bootstrap, so it is never symmetric about a skewed metric nor clipped into 
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 import numpy as np
 
@@ -36,7 +36,7 @@ PER_IMAGE = {
     "nll_nats": (False, "per_image.likelihood.nll_nats"),
     "bits_per_dim": (False, "per_image.likelihood.bits_per_dim"),
 }
-SAMPLE_METRICS = {"fid": False, "precision": True, "recall": True, "density": True, "coverage": True}
+SAMPLE_METRICS = {"fid": False, "kid": False, "precision": True, "recall": True, "density": True, "coverage": True}
 NOT_COMPARED = {
     "cas": "no per-image output is stored for CAS: shown without a paired verdict",
     "linear_probe_accuracy": "no per-image output is stored for the linear probe: shown without a paired verdict",
@@ -49,38 +49,55 @@ def _seed_arrays(raw: Path, seeds: list[int], name: str) -> np.ndarray | None:
     return np.stack([np.load(f) for f in files]) if all(f.exists() for f in files) else None
 
 
-def _per_image(stages: dict[str, dict], raws: dict[str, Path], seeds: list[int], n_resamples: int) -> dict:
-    out = {}
-    for metric, (higher, name) in PER_IMAGE.items():
-        arrays = {m: a for m in stages if (a := _seed_arrays(raws[m], seeds, name)) is not None}
-        groups: dict[str, list[str]] = {}
-        for m in arrays:
-            space = (stages[m]["per_seed"][0].get("likelihood") or {}).get("space") if "likelihood" in name else "all"
-            groups.setdefault(str(space), []).append(m)
-        out[metric] = {"higher_is_better": higher, "units": "test images", "groups": {}}
-        for group, models in groups.items():
-            points = {m: float(np.mean(arrays[m])) for m in models}
-            resamples = {m: paired.image_bootstrap(lambda w, x=arrays[m]: paired.weighted_means(x, w), len(seeds),
-                                                   arrays[m].shape[1], n_resamples) for m in models}
-            out[metric]["groups"][group] = paired.compare(points, resamples, higher, "test images")
-    return out
-
-
-def _auroc(stages: dict[str, dict], raws: dict[str, Path], seeds: list[int], test_y: np.ndarray,
-           n_resamples: int) -> dict:
-    points, resamples = {}, {}
-    for m, stage in stages.items():
-        classes = stage.get("anomaly_classes")
-        scores = _seed_arrays(raws[m], seeds, "anomaly_scores") if classes is not None else None
-        if scores is None:
-            continue
+def model_bootstraps(model: str, raw: Path, seeds: list[int], test_y: np.ndarray, reference: np.ndarray | None,
+                     sha: str | None, k: int, n_resamples: int) -> dict:
+    """One model's ranked metrics under the shared draws: {"values": {metric: {"group", "point", "resamples"
+    (R,)}}, "skipped": {metric: why it is not ranked}}. Models are independent here, so each is a task."""
+    stage = read_json(raw / "stage.json")
+    values: dict[str, dict] = {}
+    for metric, (_, name) in PER_IMAGE.items():
+        x = _seed_arrays(raw, seeds, name)
+        if x is not None:
+            space = (stage["per_seed"][0].get("likelihood") or {}).get("space") if "likelihood" in name else "all"
+            values[metric] = {"group": str(space), "point": float(np.mean(x)), "resamples": paired.image_bootstrap(
+                lambda w, x=x: paired.weighted_means(x, w), len(seeds), x.shape[1], n_resamples)}
+    classes = stage.get("anomaly_classes")
+    scores = _seed_arrays(raw, seeds, "anomaly_scores") if classes is not None else None
+    if scores is not None:
         is_anomaly = np.stack([test_y != c for c in classes])
-        full = paired.mean_auroc(scores, is_anomaly, np.ones((1, len(test_y))))
-        points[m] = float(full.mean())
-        resamples[m] = paired.image_bootstrap(lambda w, x=scores, a=is_anomaly: paired.mean_auroc(x, a, w),
-                                              len(seeds), len(test_y), n_resamples)
-    return {"higher_is_better": True, "units": "test images",
-            "groups": {"all": paired.compare(points, resamples, True, "test images")}}
+        values["anomaly_auroc"] = {
+            "group": "all", "point": float(paired.mean_auroc(scores, is_anomaly, np.ones((1, len(test_y)))).mean()),
+            "resamples": paired.image_bootstrap(lambda w: paired.mean_auroc(scores, is_anomaly, w), len(seeds),
+                                                len(test_y), n_resamples)}
+    skipped = {}
+    fid = stage["per_seed"][0].get("fid")
+    features = _seed_arrays(raw, seeds, "sample_features") if fid is not None and reference is not None else None
+    if features is not None and fid.get("reference_domain"):
+        skipped["fid"] = (f"its samples are {fid['reference_domain']}: a translation, judged in its own table, "
+                          "not ranked with unconditional generators")
+    elif features is not None and fid.get("features_sha256") != sha:
+        skipped["fid"] = "its FID was computed on other features than the pinned evaluator's"
+    elif features is not None:
+        values |= _sample_bootstraps(model, features.astype(np.float64), reference, k, n_resamples)
+    return {"values": values, "skipped": skipped}
+
+
+def _sample_bootstraps(model: str, features: np.ndarray, reference: np.ndarray, k: int, n_resamples: int) -> dict:
+    """FID, KID, precision, recall, density and coverage of (n_seeds, n, d) sample features, one draw for all."""
+    frechet, kernel = paired.Frechet(reference), paired.KernelDistance(reference)
+    outers = [paired.outer_products(f) for f in features]
+    kernels = [kernel.parts(f) for f in features]
+    parts = [_prdc_parts(reference, f, k) for f in features]
+    names = list(SAMPLE_METRICS)
+
+    def values(s: int, w: np.ndarray) -> np.ndarray:
+        return np.stack([frechet(features[s], w, outers[s]), kernel(features[s], w, kernels[s]),
+                         *(_prdc_value(metric, parts[s], w, k) for metric in names[2:])], axis=1)
+
+    full = np.mean([values(s, np.ones((1, features.shape[1])))[0] for s in range(len(features))], axis=0)
+    drawn = paired.sample_bootstrap(values, model, len(features), features.shape[1], n_resamples)
+    return {metric: {"group": "all", "point": float(full[i]), "resamples": drawn[:, i]}
+            for i, metric in enumerate(names)}
 
 
 def _prdc_parts(real: np.ndarray, fake: np.ndarray, k: int) -> dict[str, np.ndarray]:
@@ -108,68 +125,49 @@ def _prdc_value(metric: str, parts: dict[str, np.ndarray], w: np.ndarray, k: int
     return ((w @ parts["in_fake_ball"].T.astype(np.float64)) > 0).mean(1)  # recall
 
 
-def _samples(stages: dict[str, dict], raws: dict[str, Path], seeds: list[int], reference: np.ndarray,
-             sha: str, k: int, n_resamples: int) -> tuple[dict, dict]:
-    frechet = paired.Frechet(reference)
-    points: dict[str, dict[str, float]] = {metric: {} for metric in SAMPLE_METRICS}
-    resamples: dict[str, dict[str, np.ndarray]] = {metric: {} for metric in SAMPLE_METRICS}
-    skipped = {}
-    for m, stage in stages.items():
-        fid = stage["per_seed"][0].get("fid")
-        if fid is None:
-            continue
-        if fid.get("reference_domain"):
-            skipped[m] = (f"its samples are {fid['reference_domain']}: a translation, judged in its own table, "
-                          "not ranked with unconditional generators")
-            continue
-        if fid.get("features_sha256") != sha:
-            skipped[m] = "its FID was computed on other features than the pinned evaluator's"
-            continue
-        features = _seed_arrays(raws[m], seeds, "sample_features")
-        if features is None:
-            continue
-        features = features.astype(np.float64)
-        outers = [paired.outer_products(f) for f in features]
-        parts = [_prdc_parts(reference, f, k) for f in features]
-        names = list(SAMPLE_METRICS)
-
-        def values(s: int, w: np.ndarray, features=features, outers=outers, parts=parts) -> np.ndarray:
-            return np.stack([frechet(features[s], w, outers[s]),
-                             *(_prdc_value(metric, parts[s], w, k) for metric in names[1:])], axis=1)
-
-        full = np.mean([values(s, np.ones((1, features.shape[1])))[0] for s in range(len(seeds))], axis=0)
-        drawn = paired.sample_bootstrap(values, m, len(seeds), features.shape[1], n_resamples)
-        for i, metric in enumerate(names):
-            points[metric][m], resamples[metric][m] = float(full[i]), drawn[:, i]
-    out = {metric: {"higher_is_better": higher, "units": "generated samples",
-                    "groups": {"all": paired.compare(points[metric], resamples[metric], higher, "generated samples")}}
-           for metric, higher in SAMPLE_METRICS.items()}
-    return out, skipped
-
-
 def compare_dataset(root: Path, dataset: str, models: list[str], reference: np.ndarray | None, sha: str | None,
-                    k: int, n_resamples: int = paired.N_RESAMPLES) -> dict:
-    """Every ranked metric's paired verdicts among `models`, from their raw outputs under `root`."""
+                    k: int, n_resamples: int = paired.N_RESAMPLES, map_models: Callable | None = None) -> dict:
+    """Every ranked metric's paired verdicts among `models`, from their raw outputs under `root`.
+    `map_models(function, tasks, label, **shared)`: how the models' bootstraps run (genbench.engine.map_tasks
+    in the stage; here, one after another)."""
     paths = Paths(root)
     raws = {m: paths.raw(dataset, m) for m in models}
-    stages = {m: read_json(raws[m] / "stage.json") for m in models}
-    seeds = sorted(set.intersection(*(set(s["seeds"]) for s in stages.values())))
+    seeds = sorted(set.intersection(*(set(read_json(raws[m] / "stage.json")["seeds"]) for m in models)))
     if not seeds:
         raise ValueError(f"{dataset}: the models share no seed, so nothing can be compared pairwise")
     test_y = np.load(raws[models[0]] / "test_labels.npy")
     for m in models:
         if not np.array_equal(np.load(raws[m] / "test_labels.npy"), test_y):
             raise ValueError(f"{dataset}/{m}: its test labels differ from {models[0]}'s: rerun its stage")
-    metrics = _per_image(stages, raws, seeds, n_resamples)
-    metrics["anomaly_auroc"] = _auroc(stages, raws, seeds, test_y, n_resamples)
-    skipped: dict[str, Any] = {}
-    if reference is not None:
-        sample_metrics, skipped = _samples(stages, raws, seeds, reference, sha, k, n_resamples)
-        metrics.update(sample_metrics)
+    shared = dict(root=str(root), dataset=dataset, seeds=seeds, test_y=test_y, reference=reference, sha=sha, k=k,
+                  n_resamples=n_resamples)
+    tasks = [(m,) for m in models]
+    found = (map_models(_model_task, tasks, f"{dataset}/compare", **shared) if map_models else
+             [_model_task(task, **shared) for task in tasks])
+    by_model = dict(zip(models, found))
+    metrics = {}
+    for metric, higher, units in [*((m, h, "test images") for m, (h, _) in PER_IMAGE.items()),
+                                  ("anomaly_auroc", True, "test images"),
+                                  *((m, h, "generated samples") for m, h in SAMPLE_METRICS.items())]:
+        groups: dict[str, dict[str, dict]] = {}
+        for m in models:
+            if metric in by_model[m]["values"]:
+                entry = by_model[m]["values"][metric]
+                groups.setdefault(entry["group"], {})[m] = entry
+        if groups:
+            metrics[metric] = {"higher_is_better": higher, "units": units, "groups": {
+                group: paired.compare({m: e["point"] for m, e in entries.items()},
+                                      {m: e["resamples"] for m, e in entries.items()}, higher, units)
+                for group, entries in groups.items()}}
+    skipped = {m: r["skipped"]["fid"] for m, r in by_model.items() if "fid" in r["skipped"]}
     return {"dataset": dataset, "seeds": seeds, "n_test": int(len(test_y)), "n_resamples": n_resamples,
             "confidence": paired.CONFIDENCE, "alpha": paired.ALPHA, "correction": "Holm (statsmodels multipletests)",
             "interval": "percentile interval of the same bootstrap", "metrics": metrics,
             "not_ranked": {"fid": skipped, **{metric: reason for metric, reason in NOT_COMPARED.items()}}}
+
+
+def _model_task(task: tuple, root: str, dataset: str, **shared: Any) -> dict:
+    return model_bootstraps(task[0], Paths(root).raw(dataset, task[0]), **shared)
 
 
 def run_compare(params: dict[str, Any], dataset: str, root: str | Path = ".", out: str | Path | None = None) -> dict:
@@ -192,6 +190,9 @@ def run_compare(params: dict[str, Any], dataset: str, root: str | Path = ".", ou
     with torch.no_grad():
         reference = evaluator_features(net, PreparedData(paths.data(dataset)).split(
             protocol(params)["fid_reference_split"]).x).double().numpy()
-    result = compare_dataset(Path(root), dataset, models, reference, record["sha256"], protocol(params)["prdc_k"])
+    from genbench.engine import map_tasks
+
+    result = compare_dataset(Path(root), dataset, models, reference, record["sha256"], protocol(params)["prdc_k"],
+                             map_models=map_tasks)
     write_json(Paths(root if out is None else out).results(dataset) / COMPARISONS, result)
     return result

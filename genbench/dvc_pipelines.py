@@ -241,9 +241,11 @@ def dataset_pipeline(dataset: str, models: list[str], overrides: dict | None = N
     stages["report"] = _stage(
         f"python stages/report.py {dataset}",
         [*stage_code("report"), path(at.data(dataset) / "meta.json"), pinned[1], path(at.reference(dataset)),
-         path(at.results(dataset) / COMPARISONS),
          *(path(p) for m in models for p in (at.metrics(dataset, m), at.samples(dataset, m), at.curve(dataset, m))),
-         *study_outputs],
+         *study_outputs,
+         # last: DVC walks a stage's deps in order, so each model's summary follows it and the comparison of all
+         # of them comes at the end, instead of every summary waiting until all models are done
+         path(at.results(dataset) / COMPARISONS)],
         ["models"],
         [{f"reports/{dataset}": {"cache": False}}],
     )

@@ -511,10 +511,10 @@ def _stale(stage: dict, lock: dict, params: dict) -> bool:
         return True
     for dep in entry.get("deps", []):
         path = REPO_ROOT / dep["path"]
-        if path.is_dir():
-            producer = [e for e in (lock.get("stages") or {}).values()
-                        if any(o["path"] == dep["path"] for o in e.get("outs", []))]
-            if not producer or producer[0]["outs"][0].get("md5") != dep.get("md5"):
+        if path.is_dir():  # the md5 its producer's lock entry records for that output (DVC hashes no dir here)
+            produced = [o for e in (lock.get("stages") or {}).values() for o in e.get("outs", [])
+                        if o["path"] == dep["path"]]
+            if not produced or produced[0].get("md5") != dep.get("md5"):
                 return True
         elif not path.exists() or hashlib.md5(path.read_bytes()).hexdigest() != dep.get("md5"):
             return True
@@ -628,6 +628,9 @@ def _compute(stage: str, args: list[str], key: str, pipeline: Path, cmd: str, pa
         dask.subscribe_topic(f"genbench-stage-{key}", lambda event: print(event[1], flush=True))
         name = f"genbench-{key}"
         future = dask.get_dataset(name) if name in dask.list_datasets() else None
+        if future is not None and future.done() and not (staging_dir() / key).exists():
+            dask.unpublish_dataset(name)  # computed and installed before (forced reruns): compute anew
+            future = None
         if future is None:  # ahead of the look-ahead's stages: `dvc repro` is waiting for this one
             future = dask.submit(run_staged, stage, args, key, key=f"stage-{key}", pure=False, priority=1)
             dask.publish_dataset(future, name=name)

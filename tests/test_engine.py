@@ -184,6 +184,9 @@ def test_staleness_is_read_off_dvc_lock(tmp_path, monkeypatch):
     lock["stages"]["prepare"]["outs"][0]["md5"] = "d2.dir"  # the data were prepared anew
     assert engine._stale(stage, lock, params)
     lock["stages"]["prepare"]["outs"][0]["md5"] = "d1.dir"
+    # a folder that is its producer's second output (a summary reads its model's raw/, not its model/)
+    lock["stages"]["prepare"]["outs"].insert(0, {"path": "weights", "md5": "w1.dir"})
+    assert not engine._stale(stage, lock, params)
     (tmp_path / "code.py").write_text("x = 2\n")
     assert engine._stale(stage, lock, params)
     assert engine._stale({**stage, "name": "never_ran"}, lock, params)

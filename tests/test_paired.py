@@ -171,3 +171,30 @@ def test_compare_dataset_reads_raw_outputs_and_means_match_the_files(tmp_path):
         assert accuracy["models"][model]["value"] == pytest.approx(stored.mean())
     assert not accuracy["models"]["bad"]["tied"]
     assert result["metrics"]["log_loss"]["groups"]["all"]["best"] == "good"
+
+
+def test_kernel_distance_agrees_with_torchmetrics_kid_and_with_repeated_rows():
+    from torchmetrics.image.kid import KernelInceptionDistance
+
+    rng = np.random.default_rng(8)
+    reference = rng.normal(size=(90, 6))  # torchmetrics draws subsets: one subset of every sample is the whole set
+    fake = rng.normal(loc=0.4, size=(90, 6))
+
+    class Identity(torch.nn.Module):
+        def forward(self, x):
+            return x
+
+    kid = KernelInceptionDistance(feature=Identity(), subsets=1, subset_size=90)
+    kid.update(torch.from_numpy(reference), real=True)
+    kid.update(torch.from_numpy(fake), real=False)
+    expected = float(kid.compute()[0])
+    ours = paired.KernelDistance(reference)
+    assert ours(fake)[0] == pytest.approx(expected, rel=1e-6)
+    # multiplicities: the unbiased MMD of the sample with the copies written out (pairs of distinct draws)
+    w = _multiplicities(rng, 90, size=2)
+    for b in range(2):
+        repeated = np.repeat(fake, w[b].astype(int), axis=0)
+        k = ours.kernel(repeated, repeated)
+        within = (k.sum() - np.trace(k)) / (90 * 89)
+        cross = ours.kernel(repeated, reference).mean()
+        assert ours(fake, w)[b] == pytest.approx(ours.within_reference + within - 2 * cross, rel=1e-9)

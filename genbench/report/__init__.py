@@ -27,6 +27,7 @@ from genbench.report.leaderboard import (
     FIELDS, apply_verdicts, best_per_metric, leaderboard, per_seed_table, reference_sha, tie_marks,
 )
 from genbench.report.published import published_section
+from genbench.report.convergence import still_falling
 from genbench.report.records import RECORD_STAGE, load_records
 from genbench.report.provenance import model_href, models_section, provenance_section, write_model_pages
 from genbench.report.render import html_page, markdown
@@ -98,6 +99,10 @@ def build_dataset_report(root: str | Path, out_dir: str | Path, dataset: str, mo
     if evaluator is not None and floor is not None and floor["fid"].get("features_sha256") == evaluator.get("sha256"):
         evaluator = {**evaluator, "reference_fid": floor["fid"]}  # real data at the models' sample count
     sha, fid_warnings = reference_sha(records, evaluator)
+    for r in records:  # is the validation loss still falling when training stops?
+        curve = paths.curve(dataset, r["model"])
+        if curve.exists() and curve.stat().st_size:
+            r["convergence"] = still_falling(pd.read_csv(curve))
     verdicts = _read_optional(paths.results(dataset) / "comparisons.json")  # genbench.comparisons
     records = apply_verdicts(records, verdicts)  # every table shows the interval its verdict was reached with
     board = leaderboard(records, sha, verdicts)

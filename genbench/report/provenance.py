@@ -8,6 +8,8 @@ from pathlib import Path
 
 import pandas as pd
 
+from genbench.report.convergence import MEASURE
+
 from genbench.io import write_text
 from genbench.report.leaderboard import FIELDS, METRIC_COLUMNS
 from genbench.report.records import lookup
@@ -34,6 +36,16 @@ def _size(record: dict) -> tuple[object, str]:
     return size.get("parameters"), size.get("counted", "")
 
 
+def convergence_text(record: dict) -> str:
+    """"still falling (2.3% over the last quarter)" or "flat" from genbench.report.convergence, or ""."""
+    found = record.get("convergence")
+    if not found:
+        return ""
+    drop = sorted(found["drops"].values())[len(found["drops"]) // 2]
+    return (f"still falling ({drop:.1%} over the last quarter, median seed, {found['column']})"
+            if found["still_falling"] else f"flat (median seed {drop:+.1%} over the last quarter, {found['column']})")
+
+
 def models_section(records: list[dict]) -> Section:
     rows = []
     for r in records:
@@ -42,6 +54,7 @@ def models_section(records: list[dict]) -> Section:
                      "numbers stored": f"{parameters:,}" if isinstance(parameters, int) else "",
                      "counted as": counted, "training length": _epochs(r),
                      "fit s / seed": Est(float(lookup(r, "cost.fit_seconds") or 0.0)),
+                     "validation loss at the end": convergence_text(r),
                      "device": lookup(r, "cost.device") or r.get("device")})
     table = pd.DataFrame(rows)
     decimals = column_decimals([row["fit s / seed"].mean for row in rows])
@@ -49,7 +62,10 @@ def models_section(records: list[dict]) -> Section:
     table = table.map(lambda v: v if isinstance(v, str) else fmt(v))
     notes = ["Each model's page (its name) lists every metric with its interval and seed count, its hyperparameters "
              "as run, and its figures. Numbers stored: torch parameters, or for scikit-learn and numpy models the "
-             "elements of their fitted arrays (a kNN stores its training images)."]
+             "elements of their fitted arrays (a kNN stores its training images).",
+             f"Validation loss at the end: {MEASURE} (genbench/report/convergence.py); a model still falling is "
+             "under-trained for its settings, and its numbers are those of that length of training. Empty: no "
+             "validation loss is logged."]
     return Section("Models", table, notes, links={r["model"]: model_href(r["model"]) for r in records})
 
 
@@ -129,6 +145,8 @@ def write_model_pages(out: Path, dataset: str, records: list[dict], images: dict
         not_applicable = r.get("not_applicable") or {}
         if not_applicable:
             sections[0].notes.append("Not measured: " + "; ".join(f"{k} ({v})" for k, v in not_applicable.items()) + ".")
+        if convergence_text(r):
+            sections[0].notes.insert(0, f"Training: {convergence_text(r)}.")
         intro = [f"{model} ({r.get('kind')}) on {dataset}; capabilities: {', '.join(r.get('capabilities') or [])}; "
                  f"seeds {', '.join(map(str, r.get('seeds') or []))}.",
                  f"Commit {str(made.get('commit'))[:12]}, run {made.get('date_utc', 'at an unrecorded time')} on "
