@@ -41,7 +41,6 @@ FIELDS = {
     "train_seconds": "cost.fit_seconds",  # DESIGN.md's name for the fit time (per seed, mean over seeds)
     "total_seconds": "cost.total_seconds",
     "linear_probe_accuracy": "linear_probe.accuracy",
-    "kid": "kid.value",  # computed by the compare stage only (genbench.comparisons)
     "val_loss_still_falling": "convergence.still_falling",  # genbench.report.convergence
     "ece_bins": "classification.ece_bins",
     "nll_levels": "likelihood.levels",
@@ -60,16 +59,15 @@ TEXT_COLUMNS = {"dataset", "model", "kind", "nll_space", "nll_estimator", "nll_m
                 "fid_features_sha256", "device", "val_loss_still_falling"}
 COUNT_COLUMNS = {"fid_n_generated", "ece_bins", "nll_levels", "nll_samples", "fid_n_reference", "n_seeds", "workers"}
 # Numeric metrics: each gets <column>_ci_low, _ci_high, _n_seeds, _ci_method (empty without an interval).
-METRIC_COLUMNS = ["accuracy", "log_loss", "ece", "nll_nats", "bits_per_dim", "fid", "kid", "precision", "recall", "density",
+METRIC_COLUMNS = ["accuracy", "log_loss", "ece", "nll_nats", "bits_per_dim", "fid", "precision", "recall", "density",
                   "coverage", "memorisation", "cas", "anomaly_auroc", "linear_probe_accuracy", "train_seconds",
                   "evaluate_seconds", "anomaly_seconds", "total_seconds"]
 # Ranked metrics -> higher is better; each gets <column>_tied_best.
 RANKED = {"accuracy": True, "log_loss": False, "ece": False, "nll_nats": False, "bits_per_dim": False, "fid": False,
-          "kid": False,
           "precision": True, "recall": True, "density": True, "coverage": True, "cas": True, "anomaly_auroc": True,
           "linear_probe_accuracy": True}
 PER_SPACE = {"nll_nats", "bits_per_dim"}  # ranked within one likelihood space
-FEATURE_COLUMNS = ["fid", "kid", "fid_n_generated", "fid_n_reference", "precision", "recall", "density", "coverage", "cas"]
+FEATURE_COLUMNS = ["fid", "fid_n_generated", "fid_n_reference", "precision", "recall", "density", "coverage", "cas"]
 CI_SUFFIXES = ("ci_low", "ci_high", "n_seeds", "ci_method")
 # Per ranked column with a paired verdict (results/<dataset>/comparisons.json, genbench.comparisons): the paired
 # difference from the best model with its 95% interval, and the Holm-corrected p-value of "no difference".
@@ -105,10 +103,6 @@ def apply_verdicts(records: list[dict], comparisons: dict | None) -> list[dict]:
         for column in RANKED:
             verdict = _verdict(comparisons, column, record)
             path = FIELDS[column]
-            if verdict is not None and column == "kid":  # no summary has it: the compare stage's value
-                record = {**record, "kid": {"value": verdict["value"], "features_sha256": (record.get("fid") or {}).get(
-                    "features_sha256")}}
-                intervals[path] = {"mean": verdict["value"]}
             if verdict is None or path not in intervals:
                 continue
             metric = comparisons["metrics"][column]
@@ -222,7 +216,7 @@ def best_per_metric(board: pd.DataFrame) -> list[dict[str, Any]]:
     picks = [("accuracy", board, "accuracy")]
     for space in sorted(board["nll_space"].dropna().unique()):
         picks.append((f"NLL, {space} space (nats/image)", board[board["nll_space"] == space], "nll_nats"))
-    picks += [("FID", board, "fid"), ("KID", board, "kid"), ("CAS accuracy", board, "cas"), ("anomaly AUROC (mean)", board, "anomaly_auroc"),
+    picks += [("FID", board, "fid"), ("CAS accuracy", board, "cas"), ("anomaly AUROC (mean)", board, "anomaly_auroc"),
               ("linear-probe accuracy", board, "linear_probe_accuracy")]
     best = []
     for label, rows, column in picks:

@@ -316,10 +316,8 @@ def sample_quality(records: list[dict], evaluator: dict | None, ties: set = froz
             reference = f.get("reference_split")
             if f.get("reference_domain"):
                 reference = f"{reference}, {f['reference_domain']}"
-            row = {"model": r["model"], "FID ↓": est(r, "fid.value", "fid", ties)}
-            if r.get("kid"):  # from the paired comparisons (genbench.comparisons), beside FID
-                row["KID ↓"] = est(r, "kid.value", "kid", ties)
-            row |= {"n generated (images)": f.get("n_generated"),
+            row = {"model": r["model"], "FID ↓": est(r, "fid.value", "fid", ties),
+                   "n generated (images)": f.get("n_generated"),
                    "n reference (images)": f.get("n_reference"), "reference split": reference}
             if has["prdc"]:
                 row |= {f"{name} ↑": est(r, f"prdc.{name}", name, ties)
