@@ -9,10 +9,10 @@ same bootstrap, so it is never symmetric about a skewed metric nor clipped into 
 * per-image means over the test split: accuracy, log-loss (classification), NLL and bits/dim (likelihood,
   within one likelihood space), with test images drawn together with the seeds;
 * mean one-class AUROC over normal classes, with test images drawn together with the seeds;
-* sample metrics on the pinned evaluator's features of the stored samples: FID, KID, precision, density
-  and coverage against the test split's features (the reference is fixed), with each model's samples drawn
-  (from a stream of its own) together with the seeds; recall likewise, with each sample's k-NN radius
-  (the fake manifold) kept at its value on all samples;
+* sample metrics on the pinned evaluator's features of the stored samples, against the test split's
+  features: FID, KID, precision and density with each model's samples drawn (from a stream of its own)
+  together with the seeds; recall and coverage, means over the reference images, with the test images drawn
+  together with the seeds (drawing samples would bias them: a draw holds ~63% of the distinct samples);
 * not compared (no per-image output is stored for them): CAS and the linear probe; models whose samples
   live in another domain (cyclegan's translations) are not ranked with unconditional generators.
 """
@@ -37,7 +37,10 @@ PER_IMAGE = {
     "nll_nats": (False, "per_image.likelihood.nll_nats"),
     "bits_per_dim": (False, "per_image.likelihood.bits_per_dim"),
 }
-SAMPLE_METRICS = {"fid": False, "kid": False, "precision": True, "recall": True, "density": True, "coverage": True}
+# metric -> what its bootstrap draws: each model's generated samples, or the (shared) reference test images
+SAMPLE_METRICS = {"fid": "generated samples", "kid": "generated samples", "precision": "generated samples",
+                  "density": "generated samples", "recall": "test images", "coverage": "test images"}
+LOWER_IS_BETTER = {"fid", "kid"}
 # Computed, with their paired comparison, but not ranked in the report, and why.
 UNRANKED = {"kid": "on the pinned evaluator's unbounded features the cubic kernel is dominated by a few large "
                    "feature values (digits: estimates of order 100, negative for the best models), so KID is "
@@ -88,12 +91,16 @@ def model_bootstraps(model: str, raw: Path, seeds: list[int], test_y: np.ndarray
 
 
 def _sample_bootstraps(model: str, features: np.ndarray, reference: np.ndarray, k: int, n_resamples: int) -> dict:
-    """FID, KID, precision, recall, density and coverage of (n_seeds, n, d) sample features, one draw for all."""
+    """FID, KID, precision and density of (n_seeds, n, d) sample features under one draw of the samples (they
+    are means over samples, or distances between sample distributions); recall and coverage are means over
+    the reference images (is a real image inside some sample's ball, does a real image's ball hold a
+    sample), so their units are the test images, drawn with every model's seeds and images. Drawing samples
+    for these two would bias them (a draw holds about 63% of the distinct samples)."""
     frechet, kernel = paired.Frechet(reference), paired.KernelDistance(reference)
     outers = [paired.outer_products(f) for f in features]
     kernels = [kernel.parts(f) for f in features]
     parts = [_prdc_parts(reference, f, k) for f in features]
-    names = list(SAMPLE_METRICS)
+    names = [m for m, units in SAMPLE_METRICS.items() if units == "generated samples"]
 
     def values(s: int, w: np.ndarray) -> np.ndarray:
         return np.stack([frechet(features[s], w, outers[s]), kernel(features[s], w, kernels[s]),
@@ -101,8 +108,12 @@ def _sample_bootstraps(model: str, features: np.ndarray, reference: np.ndarray, 
 
     full = np.mean([values(s, np.ones((1, features.shape[1])))[0] for s in range(len(features))], axis=0)
     drawn = paired.sample_bootstrap(values, model, len(features), features.shape[1], n_resamples)
-    return {metric: {"group": "all", "point": float(full[i]), "resamples": drawn[:, i]}
-            for i, metric in enumerate(names)}
+    out = {metric: {"group": "all", "point": float(full[i]), "resamples": drawn[:, i]} for i, metric in enumerate(names)}
+    for metric, ball in (("recall", "in_fake_ball"), ("coverage", "in_real_ball")):
+        x = np.stack([p[ball].any(1) for p in parts]).astype(np.float64)  # (n_seeds, n_reference)
+        out[metric] = {"group": "all", "point": float(x.mean()), "resamples": paired.image_bootstrap(
+            lambda w, x=x: paired.weighted_means(x, w), len(features), x.shape[1], n_resamples)}
+    return out
 
 
 def _prdc_parts(real: np.ndarray, fake: np.ndarray, k: int) -> dict[str, np.ndarray]:
@@ -152,7 +163,7 @@ def compare_dataset(root: Path, dataset: str, models: list[str], reference: np.n
     metrics = {}
     for metric, higher, units in [*((m, h, "test images") for m, (h, _) in PER_IMAGE.items()),
                                   ("anomaly_auroc", True, "test images"),
-                                  *((m, h, "generated samples") for m, h in SAMPLE_METRICS.items())]:
+                                  *((m, m not in LOWER_IS_BETTER, u) for m, u in SAMPLE_METRICS.items())]:
         groups: dict[str, dict[str, dict]] = {}
         for m in models:
             if metric in by_model[m]["values"]:
