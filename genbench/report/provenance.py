@@ -36,14 +36,15 @@ def _size(record: dict) -> tuple[object, str]:
     return size.get("parameters"), size.get("counted", "")
 
 
-def convergence_text(record: dict) -> str:
-    """"still falling (2.3% over the last quarter)" or "flat" from genbench.report.convergence, or ""."""
+def convergence_text(record: dict, short: bool = False) -> str:
+    """"still falling (2.3%)" or "flat (0.1%)" (the median seed's drop of the validation loss over the last
+    quarter of training, genbench.report.convergence), with its column unless `short`; "" without one."""
     found = record.get("convergence")
     if not found:
         return ""
     drop = sorted(found["drops"].values())[len(found["drops"]) // 2]
-    return (f"still falling ({drop:.1%} over the last quarter, median seed, {found['column']})"
-            if found["still_falling"] else f"flat (median seed {drop:+.1%} over the last quarter, {found['column']})")
+    text = f"{'still falling' if found['still_falling'] else 'flat'} ({drop:.1%}"
+    return text + ")" if short else f"{text} over the last quarter of training, median seed, {found['column']})"
 
 
 def models_section(records: list[dict]) -> Section:
@@ -54,7 +55,7 @@ def models_section(records: list[dict]) -> Section:
                      "numbers stored": f"{parameters:,}" if isinstance(parameters, int) else "",
                      "counted as": counted, "training length": _epochs(r),
                      "fit s / seed": Est(float(lookup(r, "cost.fit_seconds") or 0.0)),
-                     "validation loss at the end": convergence_text(r),
+                     "val. loss at end": convergence_text(r, short=True),
                      "device": lookup(r, "cost.device") or r.get("device")})
     table = pd.DataFrame(rows)
     decimals = column_decimals([row["fit s / seed"].mean for row in rows])
@@ -63,9 +64,9 @@ def models_section(records: list[dict]) -> Section:
     notes = ["Each model's page (its name) lists every metric with its interval and seed count, its hyperparameters "
              "as run, and its figures. Numbers stored: torch parameters, or for scikit-learn and numpy models the "
              "elements of their fitted arrays (a kNN stores its training images).",
-             f"Validation loss at the end: {MEASURE} (genbench/report/convergence.py); a model still falling is "
-             "under-trained for its settings, and its numbers are those of that length of training. Empty: no "
-             "validation loss is logged."]
+             f"Val. loss at end: {MEASURE} (genbench/report/convergence.py); in brackets the median seed's drop "
+             "over the last quarter. A model still falling is under-trained for its settings, and its numbers are "
+             "those of that length of training. Empty: no validation loss is logged."]
     return Section("Models", table, notes, links={r["model"]: model_href(r["model"]) for r in records})
 
 
