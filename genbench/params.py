@@ -173,15 +173,19 @@ def data_seed_of(params: dict[str, Any]) -> int:
     return check_type("data_seed", params.get("data_seed", 0), int, low=0)
 
 
-def seeds_of(params: dict[str, Any]) -> list[int]:
-    """The model seeds: every model is trained, sampled and evaluated once per seed."""
+def seeds_of(params: dict[str, Any], model: str | None = None) -> list[int]:
+    """The model seeds: every model is trained, sampled and evaluated once per seed. `models.<model>.seeds`,
+    where set, replaces the top-level list for that model (more seeds where a seed costs seconds)."""
+    where = "seeds"
     seeds = params.get("seeds", [0])
+    if model is not None and "seeds" in (section(params, f"models.{model}") or {}):
+        where, seeds = f"models.{model}.seeds", section(params, f"models.{model}")["seeds"]
     if not isinstance(seeds, list) or not seeds:
-        raise ConfigError(f"params.yaml: 'seeds' must be a non-empty list of integers, e.g. [0, 1, 2]; got {seeds!r}")
+        raise ConfigError(f"params.yaml: '{where}' must be a non-empty list of integers, e.g. [0, 1, 2]; got {seeds!r}")
     for i, seed in enumerate(seeds):
-        check_type(f"seeds[{i}]", seed, int, low=0)
+        check_type(f"{where}[{i}]", seed, int, low=0)
     if len(set(seeds)) != len(seeds):
-        raise ConfigError(f"params.yaml: 'seeds' has repeated values {seeds}: each seed must be distinct")
+        raise ConfigError(f"params.yaml: '{where}' has repeated values {seeds}: each seed must be distinct")
     return list(seeds)
 
 
@@ -220,4 +224,5 @@ def protocol(params: dict[str, Any]) -> dict[str, Any]:
 def build_model(params: dict[str, Any], model: str):
     from genbench.models import create_model
 
-    return create_model(model, section(params, f"models.{model}") or {}, device=str(params.get("device", "auto")))
+    hyperparameters = {k: v for k, v in (section(params, f"models.{model}") or {}).items() if k != "seeds"}
+    return create_model(model, hyperparameters, device=str(params.get("device", "auto")))

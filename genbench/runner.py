@@ -159,7 +159,8 @@ def evaluate_seed(job: Job, model: Any, seed: int) -> tuple[dict, dict, dict]:
         if callable(getattr(model, "elbo", None)):
             record["likelihood_extra"] = [nll_record(torch.as_tensor(model.elbo(x)), info=model.elbo_info, **common)]
     if "represent" in caps:
-        record["linear_probe"] = linear_probe(model, data.split("train"), test, seed=seed)
+        record["linear_probe"], per_image["linear_probe.accuracy"] = linear_probe(model, data.split("train"), test,
+                                                                                  seed=seed)
     net, evaluator = job.evaluator
     sample_info: dict[str, Any] = {"capable": "generate" in caps}
     if "generate" in caps:
@@ -167,6 +168,8 @@ def evaluate_seed(job: Job, model: Any, seed: int) -> tuple[dict, dict, dict]:
 
         samples, labels, sample_info = draw_samples(job, model, seed)
         record.update(sample_quality(job, model, samples, labels, seed))
+        if "cas" in record:
+            per_image["cas.accuracy"] = record["cas"].pop("correct")
         raw["samples"] = torch.round(samples * (data.levels - 1)).to(torch.uint8).numpy()
         raw["sample_features"] = evaluator_features(net, samples).float().numpy()
         if labels is not None:
@@ -216,14 +219,35 @@ def sample_quality(job: Job, model: Any, samples: torch.Tensor, labels: torch.Te
         out["memorisation"]["reference_domain"] = reference_domain
     if labels is not None:
         recipe = evaluator.get("recipe") or {}
-        cas = classification_accuracy_score(
-            samples, labels, data.split("test"), image_shape=tuple(samples.shape[1:]), num_classes=data.num_classes,
-            feature_dim=evaluator["feature_dim"], epochs=recipe.get("epochs", 30), batch_size=recipe.get("batch_size", 64),
-            lr=recipe.get("lr", 1e-3), seed=seed, device=job.device)
-        out["cas"] = {**cas, "real_data_accuracy": evaluator["test_accuracy"], "split": "test",
-                      "features_sha256": evaluator["sha256"],
+        settings = dict(test=data.split("test"), image_shape=tuple(samples.shape[1:]), num_classes=data.num_classes,
+                        feature_dim=evaluator["feature_dim"], epochs=recipe.get("epochs", 30),
+                        batch_size=recipe.get("batch_size", 64), lr=recipe.get("lr", 1e-3), seed=seed, device=job.device)
+        cas = classification_accuracy_score(samples, labels, **settings)
+        # The reference is the same classifier, recipe and number of steps on as many real training images
+        # with the samples' class counts, so the gap measures the samples and not the training set's size.
+        real_x, real_y = matched_real_images(data.split("train"), labels, seed)
+        real = classification_accuracy_score(real_x, real_y, **settings)
+        real.pop("correct")
+        out["cas"] = {**cas, "real_accuracy": real["accuracy"], "gap": real["accuracy"] - cas["accuracy"],
+                      "split": "test", "features_sha256": evaluator["sha256"],
+                      "reference": f"the same classifier trained with the same recipe and steps on {len(real_y)} real "
+                                   f"training images with the samples' class counts (drawn with seed {seed})",
                       "classifier": "the evaluator architecture and training recipe (Ravuri & Vinyals 2019)"}
     return out
+
+
+def matched_real_images(train: Any, labels: torch.Tensor, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Real training images with the class counts of `labels`, drawn without replacement per class."""
+    generator = torch.Generator().manual_seed(seed)
+    picked = []
+    for c, count in enumerate(torch.bincount(labels.long(), minlength=train.num_classes).tolist()):
+        members = torch.nonzero(train.y == c).flatten()
+        if count > len(members):
+            raise ValueError(f"CAS reference: {count} samples of class {c} but only {len(members)} training images "
+                             f"of it; lower protocol.fid_samples")
+        picked.append(members[torch.randperm(len(members), generator=generator)[:count]])
+    index = torch.cat(picked)
+    return train.x[index], train.y[index]
 
 
 # --- the stage ------------------------------------------------------------------------------------------
@@ -241,7 +265,7 @@ def run_model(params: dict[str, Any], dataset: str, model_name: str, root: str |
     params = dataset_params(params, dataset)
     stage_start = time.perf_counter()
     paths, written = Paths(root), Paths(root if out is None else out)
-    seeds = seeds_of(params)
+    seeds = seeds_of(params, model_name)
     proto = protocol(params)
     probe = build_model(params, model_name)  # checks the hyperparameters before any work
     device = model_device(probe, device_of(params))
@@ -326,6 +350,8 @@ RAW = {
     "per_image.classification.log_loss": "float64 (n_test,): -log p(label | image), nats",
     "per_image.likelihood.nll_nats": "float64 (n_test,): -log p(image) in the model's likelihood space, nats",
     "per_image.likelihood.bits_per_dim": "float64 (n_test,): nll_nats / (D log 2)",
+    "per_image.cas.accuracy": "float64 (n_test,): 1 where the classifier trained on the samples predicts the label",
+    "per_image.linear_probe.accuracy": "float64 (n_test,): 1 where the linear probe on encode(x) predicts the label",
     "samples": "uint8 (n, C, H, W): the protocol's generated samples at the dataset's intensity levels "
                "(round(x (levels - 1)))",
     "sample_labels": "int64 (n,): the classes a conditional model's samples were drawn for",

@@ -17,7 +17,7 @@ from genbench.params import Paths, check_selection
 # Leaves of a record that count things or set the protocol: no interval, no average.
 COUNT_KEYS = {"n", "ece_bins", "levels", "dim", "samples", "n_generated", "n_reference", "feature_dim", "seed",
               "k", "n_real", "n_fake", "n_train", "n_test", "n_samples", "n_train_generated", "epochs", "quantile",
-              "reference_share", "nll_stderr_nats", "threshold", "real_data_accuracy", "parameters", "cores"}
+              "reference_share", "nll_stderr_nats", "threshold", "parameters", "cores"}
 
 
 

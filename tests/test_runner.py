@@ -257,3 +257,19 @@ def test_the_model_stage_stores_what_its_metrics_are_computed_from(prepared, tmp
 def test_the_summary_stage_says_how_to_get_its_inputs(tmp_path):
     with pytest.raises(FileNotFoundError, match=r"results/digits/gmm/raw/stage.json is missing: run the model's stage"):
         run_summary(_params(), "digits", "gmm", root=tmp_path)
+
+
+def test_a_model_section_may_set_its_own_seeds(prepared, tmp_path):
+    from genbench.params import build_model, seeds_of
+
+    params = _params(models={"gmm": {"n_components": 1, "seeds": [4, 5, 6]}, "gaussian_nb": {}})
+    assert seeds_of(params, "gmm") == [4, 5, 6] and seeds_of(params, "gaussian_nb") == [0, 1] == seeds_of(params)
+    assert "seeds" not in build_model(params, "gmm").get_params()
+    with pytest.raises(ConfigError, match=r"models.gmm.seeds' has repeated values"):
+        seeds_of(_params(models={"gmm": {"seeds": [1, 1]}}), "gmm")
+    root = tmp_path / "copy"
+    shutil.copytree(prepared, root)
+    record = _run(params, "digits", "gmm", root)
+    assert record["seeds"] == [4, 5, 6] and len(record["per_seed"]) == 3
+    assert sorted(p.name for p in (root / "results" / "digits" / "gmm" / "raw").glob("seed-*")) == \
+        ["seed-4", "seed-5", "seed-6"]

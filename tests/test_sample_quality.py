@@ -134,6 +134,7 @@ def test_cas_is_high_on_real_labelled_images_and_chance_on_shuffled_labels(digit
     assert cas["accuracy"] > 0.85
     assert cas["accuracy"] == pytest.approx(real_data_accuracy, abs=0.02)  # same architecture, data and seed
     assert cas["n_train_generated"] == len(train) and cas["epochs"] == EVALUATOR["epochs"]
+    assert cas["correct"].shape == (len(test),) and cas["correct"].mean() == pytest.approx(cas["accuracy"])
     shuffled = train.y[torch.randperm(len(train), generator=torch.Generator().manual_seed(0))]
     with _one_thread():
         chance = classification_accuracy_score(train.x, shuffled, test, **settings)
@@ -172,3 +173,19 @@ def test_samples_of_another_domain_are_judged_in_that_domain(digits_splits, eval
     assert mapped["fid"]["reference_domain"] == "thickened" and "reference_domain" not in plain["fid"]
     assert mapped["prdc"]["precision"] > 0.99 and mapped["prdc"]["coverage"] > 0.99
     assert mapped["memorisation"]["reference_domain"] == "thickened"
+
+
+def test_cas_reference_draws_real_images_with_the_samples_class_counts(digits_splits):
+    from genbench.runner import matched_real_images
+
+    train = digits_splits["train"]
+    labels = torch.arange(50) % 10
+    x, y = matched_real_images(train, labels, seed=3)
+    assert torch.equal(torch.bincount(y, minlength=10), torch.bincount(labels, minlength=10))
+    rows = {tuple(row.tolist()) for row in x.flatten(1)}
+    assert len(rows) == len(x)  # without replacement (digits' training images are distinct)
+    assert all(any(torch.equal(image, t) for t in train.x[train.y == c]) for image, c in zip(x[:5], y[:5]))
+    again, _ = matched_real_images(train, labels, seed=3)
+    assert torch.equal(x, again)
+    with pytest.raises(ValueError, match="lower protocol.fid_samples"):
+        matched_real_images(train, torch.zeros(10_000, dtype=torch.long), seed=0)

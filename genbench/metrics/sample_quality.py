@@ -175,6 +175,7 @@ def classification_accuracy_score(samples: torch.Tensor, labels: torch.Tensor, t
     accuracy = float(multiclass_accuracy(predictions, test.y, num_classes=num_classes, average="micro"))
     return {
         "accuracy": accuracy,
+        "correct": (predictions == test.y).double().numpy(),  # per test image, for the bootstrap over test images
         "n_train_generated": len(samples),
         "n_test": len(test),
         "epochs": epochs,

@@ -326,6 +326,7 @@ def sample_quality(records: list[dict], evaluator: dict | None, ties: set = froz
                 row["memorised share (real: 0.5)"] = est(r, "memorisation.share")
             if has["cas"]:
                 row["CAS accuracy ↑"] = est(r, "cas.accuracy", "cas", ties)
+                row["CAS real ↑"] = est(r, "cas.real_accuracy")
             rows.append(row)
         table = ranked_table(rows, "FID ↓", ascending=True)
 
@@ -380,9 +381,10 @@ def sample_quality(records: list[dict], evaluator: dict | None, ties: set = froz
                          "construction and copies of the training set score 1: well above 0.5 means samples sit "
                          "closer to the training images than new data does; below 0.5 is not better, only farther.")
         if has["cas"]:
-            real = [(r.get("cas") or {}).get("real_data_accuracy") for r in group if r.get("cas")]
-            real_text = f" (the same classifier trained on real data: {fmt(real[0])})" if real and real[0] is not None else ""
-            notes.append("CAS: test accuracy of a classifier trained on class-conditional samples" + real_text + ".")
+            notes.append("CAS: test accuracy of the evaluator's architecture trained on a model's class-conditional "
+                         "samples only; its reference (\"CAS real\") is the same classifier, recipe and number of steps "
+                         "trained on as many real training images with the same class counts, per seed, so the gap "
+                         "measures the samples, not the size of the training set.")
         title = "Sample quality" + (f": {features} features" if len(groups) > 1 else "")
         if len(groups) > 1 and sum(key[0] == features for key in groups) > 1:
             title += f" ({short_hash(sha)})"
