@@ -62,6 +62,12 @@ def main(argv: list[str] | None = None) -> int:
                                       "browsable either way); sets its `enabled` in params.yaml and regenerates the pipelines")
         p.add_argument("dataset")
     sub.add_parser("list", help="list registered datasets and models")
+    p = sub.add_parser("select", help="fit a model once per candidate setting and score it on the validation split "
+                                      "only (benchmarks/selection/<dataset>-<model>.json)")
+    p.add_argument("dataset")
+    p.add_argument("model")
+    p.add_argument("grid", nargs="*", help="key=value[,value...] per hyperparameter, e.g. epochs=50,200")
+    p.add_argument("--seeds", default="0", help="comma-separated seeds per candidate (default: 0)")
     args = parser.parse_args(argv)
 
     try:
@@ -77,6 +83,12 @@ def main(argv: list[str] | None = None) -> int:
             return _pipelines(params, args.check, args.root)
         if args.command in ("enable", "disable"):
             return _switch(args.params, args.dataset, args.command == "enable", args.root)
+        if args.command == "select":
+            from genbench.selection import parse_grid, run_selection
+
+            seeds = [int(s) for s in args.seeds.split(",")]
+            run_selection(params, args.dataset, args.model, parse_grid(args.grid), seeds, root=args.root)
+            return 0
         module, function, positional = STAGES[args.command]
         run = getattr(importlib.import_module(module), function)
         options = {"retrain": True} if getattr(args, "retrain", False) else {}

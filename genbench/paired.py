@@ -2,12 +2,13 @@
 are the same for every model, so a model's interval and its difference from the best come from the same
 draws (Efron & Tibshirani 1993, ch. 16; the paired bootstrap of Koehn 2004).
 
-A resample draws the seeds with replacement and, together with them, the test images with replacement
-(one draw of images for every seed, class and model: the models are scored on the same images). For a
-sample metric (FID) the units are the generated samples instead, drawn per model and seed (a model's
-samples are its own, so they are not paired), with the seeds still drawn together for every model. A
-draw is written as multiplicities (how often each seed or image was drawn), so a statistic of a resample
-is the weighted statistic of the full data, computed exactly and without copying it.
+A resample draws each model's seeds with replacement (from a stream of the model's own: seed 3 of one
+model shares nothing with seed 3 of another, and models may have different numbers of seeds) and,
+together with them, the test images with replacement (one draw of images for every seed, class and model:
+the models are scored on the same images, which is what pairs them). For a sample metric (FID) the units
+are the generated samples instead, drawn per model and seed (a model's samples are its own, so they are
+not paired). A draw is written as multiplicities (how often each seed or image was drawn), so a statistic
+of a resample is the weighted statistic of the full data, computed exactly and without copying it.
 
 Verdict: each model's value minus the best model's, with its 95% percentile interval (of the bootstrap
 distribution shifted to have the estimate as its median, `centred`) and the two-sided
@@ -42,15 +43,16 @@ def weights(rng: np.random.Generator, n: int, size: int) -> np.ndarray:
     return np.bincount(drawn.ravel(), minlength=size * n).reshape(size, n).astype(np.float64)
 
 
-def draws(n_seeds: int, n_units: int, n_resamples: int = N_RESAMPLES, seed: int = 0, streams: int = 1,
-          own: str | None = None, chunk: int = CHUNK) -> Iterator[tuple[np.ndarray, list[np.ndarray]]]:
+def draws(model: str, n_seeds: int, n_units: int, n_resamples: int = N_RESAMPLES, seed: int = 0, streams: int = 1,
+          own_units: bool = False, chunk: int = CHUNK) -> Iterator[tuple[np.ndarray, list[np.ndarray]]]:
     """Chunks of (seed multiplicities (B, n_seeds), [unit multiplicities (B, n_units)] * streams).
 
-    The seed draws depend on `seed` alone, so they are the same for every model. The unit draws too,
-    unless `own` names a model: its generated samples are its own, drawn from a stream of its own, one
-    stream per seed (`streams`)."""
-    seeds_rng = np.random.default_rng([seed, 0])
-    units_rng = np.random.default_rng([seed, 1] if own is None else [seed, 1, zlib.crc32(own.encode())])
+    The seed draws come from `model`'s own stream. The unit draws (test images) depend on `seed` alone, so
+    they are the same for every model, unless `own_units`: generated samples are the model's own, drawn
+    from its own stream, one stream per seed (`streams`)."""
+    key = zlib.crc32(model.encode())
+    seeds_rng = np.random.default_rng([seed, 0, key])
+    units_rng = np.random.default_rng([seed, 1, key] if own_units else [seed, 1])
     done = 0
     while done < n_resamples:
         size = min(chunk, n_resamples - done)
@@ -85,6 +87,19 @@ def weighted_auroc(scores: np.ndarray, is_anomaly: np.ndarray, w: np.ndarray) ->
     pairs = positive.sum(1) * negative.sum(1)
     with np.errstate(invalid="ignore", divide="ignore"):
         return np.where(pairs > 0, np.sum(positive * (below + 0.5 * negative), axis=1) / pairs, np.nan)
+
+
+def weighted_ece(proba: np.ndarray, labels: np.ndarray, w: np.ndarray, n_bins: int = 15) -> np.ndarray:
+    """Expected calibration error (L1, top-1 confidence, `n_bins` equal-width bins binned as torchmetrics'
+    multiclass_calibration_error bins them) of one seed's (n, C) probabilities under multiplicities w (B, n):
+    sum over bins of |weighted sum of (correct - confidence)| / total weight."""
+    confidence = proba.astype(np.float32).max(1)
+    correct = (proba.argmax(1) == labels).astype(np.float64)
+    boundaries = np.linspace(0, 1, n_bins + 1, dtype=np.float32)
+    bins = np.searchsorted(boundaries, confidence, side="right") - 1  # torch.bucketize(right=True) - 1
+    onehot = np.zeros((len(confidence), n_bins + 1))
+    onehot[np.arange(len(confidence)), bins] = correct - confidence.astype(np.float64)
+    return np.abs(w @ onehot).sum(1) / w.sum(1)
 
 
 def mean_auroc(scores: np.ndarray, is_anomaly: np.ndarray, w: np.ndarray) -> np.ndarray:
@@ -228,17 +243,34 @@ def compare(points: dict[str, float], resamples: dict[str, np.ndarray], higher_i
             diff_low, diff_high = percentile_interval(differences[m])
             reject, adjusted_p = holm_of.get(m, (False, float("nan")))
             entry.update(diff=float(points[m] - points[best]), diff_low=diff_low, diff_high=diff_high,
-                         p=p_values[others.index(m)], p_holm=adjusted_p, tied=not reject)
+                         p=p_values[others.index(m)], p_holm=adjusted_p, tied=not reject,
+                         resolvable=resolvable(differences[m]))
         out[m] = entry
     n_resamples = max(len(v) for v in resamples.values())
-    return {"best": best, "rule": RULE.format(units=units, resamples=n_resamples, m=len(others)), "models": out}
+    sizes = [out[m]["resolvable"] for m in others if np.isfinite(out[m]["resolvable"])]
+    return {"best": best, "rule": RULE.format(units=units, resamples=n_resamples, m=len(others)), "models": out,
+            "resolvable_median": float(np.median(sizes)) if sizes else None}
 
 
-def image_bootstrap(per_seed: Callable[[np.ndarray], np.ndarray], n_seeds: int, n_images: int,
+def resolvable(differences: np.ndarray, alpha: float = ALPHA, power: float = 0.8) -> float:
+    """The smallest true difference this comparison detects with `power` at two-sided level `alpha` (before
+    the multiple-comparison correction), from the bootstrap standard error of the difference:
+    (z_{1 - alpha/2} + z_power) SE, 2.80 SE at 5% and 80% (a normal approximation)."""
+    from scipy.stats import norm
+
+    d = differences[np.isfinite(differences)]
+    if d.size < 2:
+        return float("nan")
+    return float((norm.ppf(1 - alpha / 2) + norm.ppf(power)) * np.std(d, ddof=1))
+
+
+def image_bootstrap(per_seed: Callable[[np.ndarray], np.ndarray], model: str, n_seeds: int, n_images: int,
                     n_resamples: int = N_RESAMPLES, seed: int = 0) -> np.ndarray:
-    """(R,) a metric over shared test images under the shared draws: `per_seed(w)` maps image
-    multiplicities (B, n_images) to the (B, n_seeds) per-seed values, then averaged over the drawn seeds."""
-    return np.concatenate([seed_average(per_seed(w[0]), s) for s, w in draws(n_seeds, n_images, n_resamples, seed)])
+    """(R,) a model's metric over the shared test images: `per_seed(w)` maps image multiplicities
+    (B, n_images), the same for every model, to the (B, n_seeds) per-seed values, then averaged over the
+    model's drawn seeds."""
+    return np.concatenate([seed_average(per_seed(w[0]), s)
+                           for s, w in draws(model, n_seeds, n_images, n_resamples, seed)])
 
 
 def sample_bootstrap(per_seed: Callable[[int, np.ndarray], np.ndarray], model: str, n_seeds: int, n_samples: int,
@@ -247,6 +279,6 @@ def sample_bootstrap(per_seed: Callable[[int, np.ndarray], np.ndarray], model: s
     seed index s's samples to (B, K) values; the samples are drawn from the model's own stream, the seeds
     with every model's."""
     out = []
-    for s, w in draws(n_seeds, n_samples, n_resamples, seed, streams=n_seeds, own=model):
+    for s, w in draws(model, n_seeds, n_samples, n_resamples, seed, streams=n_seeds, own_units=True):
         out.append(seed_average(np.stack([per_seed(i, w[i]) for i in range(n_seeds)], axis=1), s))
     return np.concatenate(out)

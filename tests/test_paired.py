@@ -97,8 +97,8 @@ def _simulate(rng, delta, n_seeds=3, n_images=200, seed_sd=0.02, image_sd=1.0, n
 
 
 def _paired_resamples(a, b, n_resamples=999, seed=0):
-    return {m: paired.image_bootstrap(lambda w, x=x: paired.weighted_means(x, w), x.shape[0], x.shape[1], n_resamples,
-                                      seed) for m, x in (("a", a), ("b", b))}
+    return {m: paired.image_bootstrap(lambda w, x=x: paired.weighted_means(x, w), m, x.shape[0], x.shape[1],
+                                      n_resamples, seed) for m, x in (("a", a), ("b", b))}
 
 
 def test_paired_interval_covers_the_true_difference_about_95_percent_of_the_time():
@@ -110,6 +110,20 @@ def test_paired_interval_covers_the_true_difference_about_95_percent_of_the_time
         low, high = paired.percentile_interval(resamples["b"] - resamples["a"])
         covered += low <= delta <= high
     assert 0.90 <= covered / repetitions <= 0.99, covered / repetitions
+
+
+def test_coverage_holds_when_the_models_have_different_numbers_of_seeds():
+    rng = np.random.default_rng(6)
+    covered, repetitions, delta = 0, 200, 0.1
+    for r in range(repetitions):
+        a, _ = _simulate(rng, delta, n_seeds=10, seed_sd=0.1)
+        _, b = _simulate(rng, delta, n_seeds=3, seed_sd=0.1)
+        difficulty = rng.normal(size=a.shape[1])  # shared images: the same difficulty for both models
+        a, b = a + difficulty, b + difficulty
+        resamples = _paired_resamples(a, b, n_resamples=499, seed=r)
+        low, high = paired.percentile_interval(resamples["b"] - resamples["a"])
+        covered += low <= delta <= high
+    assert 0.88 <= covered / repetitions <= 0.99, covered / repetitions
 
 
 def test_paired_verdict_separates_what_unpaired_overlap_ties_and_keeps_false_alarms_rare():
@@ -162,7 +176,8 @@ def test_compare_dataset_reads_raw_outputs_and_means_match_the_files(tmp_path):
         correct = (rng.random((3, 50)) < p_correct).astype(np.float64)
         _raw(tmp_path, model, seeds, test_y, **{"per_image.classification.accuracy": correct,
                                                 "per_image.classification.log_loss": 1 - correct})
-    result = comparisons.compare_dataset(tmp_path, "d", ["good", "bad"], None, None, 5, n_resamples=499)
+    job = comparisons.CompareJob(str(tmp_path), "d", test_y, None, None, 5, 499)
+    result = comparisons.compare_dataset(tmp_path, "d", ["good", "bad"], job)
     accuracy = result["metrics"]["accuracy"]["groups"]["all"]
     assert accuracy["best"] == "good"
     for model in ("good", "bad"):
@@ -212,3 +227,65 @@ def test_centred_intervals_hold_the_estimate_of_a_statistic_inflated_by_resampli
     low, high = verdict["models"]["a"]["low"], verdict["models"]["a"]["high"]
     assert low <= point <= high
     assert verdict["models"]["b"]["diff_low"] <= 1.0 <= verdict["models"]["b"]["diff_high"]
+
+
+def test_weighted_ece_agrees_with_torchmetrics_and_with_repeated_rows():
+    from torchmetrics.functional.classification import multiclass_calibration_error
+
+    rng = np.random.default_rng(10)
+    logits = rng.normal(scale=2.0, size=(120, 4))
+    proba = np.exp(logits) / np.exp(logits).sum(1, keepdims=True)
+    labels = rng.integers(0, 4, size=120)
+    expected = float(multiclass_calibration_error(torch.from_numpy(proba).float(), torch.from_numpy(labels),
+                                                  num_classes=4, n_bins=15, norm="l1"))
+    assert paired.weighted_ece(proba, labels, np.ones((1, 120)))[0] == pytest.approx(expected, abs=1e-6)
+    w = _multiplicities(rng, 120, size=2)
+    for b in range(2):
+        index = np.repeat(np.arange(120), w[b].astype(int))
+        again = float(multiclass_calibration_error(torch.from_numpy(proba[index]).float(),
+                                                   torch.from_numpy(labels[index]), num_classes=4, n_bins=15, norm="l1"))
+        assert paired.weighted_ece(proba, labels, w)[b] == pytest.approx(again, abs=1e-6)
+
+
+def test_resolvable_difference_is_2_8_standard_errors():
+    d = np.random.default_rng(11).normal(scale=0.5, size=20000)
+    assert paired.resolvable(d) == pytest.approx(2.8016 * 0.5, rel=0.02)
+
+
+def test_compare_dataset_with_unequal_seeds_parzen_left_out_and_a_reference_row(tmp_path):
+    rng = np.random.default_rng(12)
+    test_y = rng.integers(0, 3, size=80)
+    for model, seeds, p in (("many", list(range(10)), 0.9), ("few", [0, 1, 2], 0.6)):
+        correct = (rng.random((10, 80)) < p).astype(np.float64)
+        _raw(tmp_path, model, seeds, test_y, **{"per_image.classification.accuracy": correct})
+    _raw(tmp_path, "kde", [0, 1, 2], test_y, **{"per_image.likelihood.nll_nats": rng.random((3, 80))})
+    stage = json.loads((tmp_path / "results/d/kde/raw/stage.json").read_text())
+    stage["per_seed"] = [{"seed": s, "likelihood": {"space": "discrete", "method": "Parzen-window (Gaussian KDE)"}}
+                         for s in stage["seeds"]]
+    (tmp_path / "results/d/kde/raw/stage.json").write_text(json.dumps(stage))
+    reference = {"group": "all", "point": 0.75, "per_seed": [0.75], "resamples": np.full(499, 0.75)}
+    job = comparisons.CompareJob(str(tmp_path), "d", test_y, None, None, 5, 499)
+    result = comparisons.compare_dataset(tmp_path, "d", ["many", "few", "kde"], job, {"accuracy": {"ref": reference}})
+    accuracy = result["metrics"]["accuracy"]["groups"]["all"]["models"]
+    assert accuracy["many"]["n_seeds"] == 10 and accuracy["few"]["n_seeds"] == 3 and "ref" in accuracy
+    assert result["seeds"]["many"] == list(range(10))
+    assert "nll_nats" not in result["metrics"] and "kde" in result["not_ranked"]["nll_nats"]
+
+
+def test_bounded_features_lie_on_the_unit_sphere_and_rank_agreement_is_kendalls_tau():
+    from scipy.stats import kendalltau
+
+    from genbench.evaluator import EvaluatorNet
+    from genbench.metrics.feature_spaces import bounded_features
+
+    torch.manual_seed(0)
+    features = bounded_features(EvaluatorNet((1, 8, 8), 10), torch.rand(50, 1, 8, 8) * 100)
+    assert features.min() >= 0 and features.max() <= 1
+    assert np.linalg.norm(features, axis=1) == pytest.approx(np.ones(50))
+    values = {"a": 1.0, "b": 3.0, "c": 2.0, "d": 5.0}
+    other = {"a": 2.0, "b": 1.0, "c": 4.0, "d": 8.0}
+    metrics = {name: {"groups": {"all": {"models": {m: {"value": v} for m, v in table.items()}}}}
+               for name, table in (("fid", values), ("fid_pixels", other))}
+    [agreement] = comparisons.rank_agreement(metrics)
+    assert agreement["kendall_tau"] == pytest.approx(kendalltau(list(values.values()), list(other.values())).statistic)
+    assert agreement["n_models"] == 4

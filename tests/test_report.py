@@ -19,8 +19,8 @@ from genbench.report.leaderboard import FIELDS, METRIC_COLUMNS
 
 REQUIRED_COLUMNS = [
     "dataset", "model", "kind", "accuracy", "log_loss", "ece", "nll_nats", "nll_space", "nll_estimator",
-    "nll_method", "bits_per_dim", "fid", "fid_n_generated", "precision", "recall", "density", "coverage",
-    "memorisation", "cas", "anomaly_auroc", "train_seconds", "total_seconds",
+    "nll_method", "bits_per_dim", "fid", "kid", "fid_pixels", "kid_pixels", "fid_n_generated", "precision", "recall", "density", "coverage",
+    "copying_ct", "cas", "cas_real", "anomaly_auroc", "train_seconds", "total_seconds",
 ]
 SHA = "f" * 64
 OTHER_SHA = "e" * 64
@@ -150,7 +150,7 @@ PAIRED_METHOD = "95% interval: percentile bootstrap over seeds and test images d
 
 def _verdict(value, low, high, diff=0.0, p_holm=1.0, tied=True):
     return {"value": value, "low": low, "high": high, "diff": diff, "diff_low": diff - 0.01, "diff_high": diff + 0.01,
-            "p": p_holm, "p_holm": p_holm, "tied": tied}
+            "p": p_holm, "p_holm": p_holm, "tied": tied, "n_seeds": 3, "per_seed": [value - 0.001, value, value + 0.001]}
 
 
 def verdicts() -> dict:
@@ -161,7 +161,7 @@ def verdicts() -> dict:
                 "groups": {name: {"best": next(m for m, v in models.items() if v["diff"] == 0.0), "rule": "paired",
                                   "models": models} for name, models in groups.items()}}
 
-    return {"dataset": "digits", "seeds": SEEDS, "n_test": 360, "n_resamples": 1999, "metrics": {
+    return {"dataset": "digits", "seeds": {m: SEEDS for m in records()}, "n_test": 360, "n_resamples": 1999, "metrics": {
         "accuracy": metric("test images", all={
             "cnn": _verdict(0.975, 0.97, 0.98), "mlp": _verdict(0.968, 0.96, 0.976, -0.007, 0.004, False),
             "gaussian_nb": _verdict(0.81, 0.79, 0.83, -0.165, 0.001, False)}),
@@ -257,7 +257,7 @@ def test_leaderboard_means_intervals_and_seed_counts(report):
     assert pd.isna(board.loc["vae", "accuracy_tied_best"])
     assert pd.isna(board.loc["cnn", "nll_nats"]) and pd.isna(board.loc["cnn", "fid"])
     assert pd.isna(board.loc["gaussian_nb", "precision"])
-    assert board["cas"].isna().all() and board["memorisation"].isna().all()
+    assert board["cas"].isna().all() and board["copying_ct"].isna().all()
     assert pd.isna(board.loc["ocsvm", "accuracy"]) and pd.isna(board.loc["ocsvm", "nll_space"])
 
 

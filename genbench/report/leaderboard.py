@@ -7,11 +7,13 @@ feature network (the evaluator's weights hash); any other record gets empty cell
 
 from __future__ import annotations
 
+import copy
 import math
 from typing import Any
 
 import pandas as pd
 
+from genbench.comparisons import likelihood_group
 from genbench.report.records import interval, is_number, lookup
 from genbench.report.sections import Est, column_decimals, fmt_fixed
 
@@ -30,13 +32,17 @@ FIELDS = {
     "nll_method": "likelihood.method",
     "bits_per_dim": "likelihood.bits_per_dim",
     "fid": "fid.value",
+    "kid": "kid.value",
+    "fid_pixels": "fid_pixels.value",
+    "kid_pixels": "kid_pixels.value",
     "fid_n_generated": "fid.n_generated",
     "precision": "prdc.precision",
     "recall": "prdc.recall",
     "density": "prdc.density",
     "coverage": "prdc.coverage",
-    "memorisation": "memorisation.share",
+    "copying_ct": "copying.ct",
     "cas": "cas.accuracy",
+    "cas_real": "cas.real_accuracy",
     "anomaly_auroc": "anomaly.auroc_mean",
     "train_seconds": "cost.fit_seconds",  # DESIGN.md's name for the fit time (per seed, mean over seeds)
     "total_seconds": "cost.total_seconds",
@@ -54,20 +60,26 @@ FIELDS = {
     "n_seeds": "n_seeds",
     "stage_seconds": "stage_seconds",
     "workers": "workers",
+    "nll_group": "likelihood.group",  # the group NLLs are ranked in: the space; empty for Parzen-window estimates
 }
-TEXT_COLUMNS = {"dataset", "model", "kind", "nll_space", "nll_estimator", "nll_method", "fid_features",
+TEXT_COLUMNS = {"dataset", "model", "kind", "nll_space", "nll_group", "nll_estimator", "nll_method", "fid_features",
                 "fid_features_sha256", "device", "val_loss_still_falling"}
 COUNT_COLUMNS = {"fid_n_generated", "ece_bins", "nll_levels", "nll_samples", "fid_n_reference", "n_seeds", "workers"}
 # Numeric metrics: each gets <column>_ci_low, _ci_high, _n_seeds, _ci_method (empty without an interval).
-METRIC_COLUMNS = ["accuracy", "log_loss", "ece", "nll_nats", "bits_per_dim", "fid", "precision", "recall", "density",
-                  "coverage", "memorisation", "cas", "anomaly_auroc", "linear_probe_accuracy", "train_seconds",
+METRIC_COLUMNS = ["accuracy", "log_loss", "ece", "nll_nats", "bits_per_dim", "fid", "kid", "fid_pixels", "kid_pixels",
+                  "precision", "recall", "density", "coverage", "copying_ct", "cas", "cas_real", "anomaly_auroc",
+                  "linear_probe_accuracy", "train_seconds",
                   "evaluate_seconds", "anomaly_seconds", "total_seconds"]
 # Ranked metrics -> higher is better; each gets <column>_tied_best.
 RANKED = {"accuracy": True, "log_loss": False, "ece": False, "nll_nats": False, "bits_per_dim": False, "fid": False,
-          "precision": True, "recall": True, "density": True, "coverage": True, "cas": True, "anomaly_auroc": True,
+          "kid": False, "fid_pixels": False, "kid_pixels": False, "precision": True, "recall": True, "density": True, "coverage": True, "cas": True, "anomaly_auroc": True,
           "linear_probe_accuracy": True}
-PER_SPACE = {"nll_nats", "bits_per_dim"}  # ranked within one likelihood space
-FEATURE_COLUMNS = ["fid", "fid_n_generated", "fid_n_reference", "precision", "recall", "density", "coverage", "cas"]
+PER_SPACE = {"nll_nats", "bits_per_dim"}  # ranked within one likelihood group (genbench.comparisons.likelihood_group)
+FEATURE_COLUMNS = ["fid", "kid", "fid_pixels", "kid_pixels", "fid_n_generated", "fid_n_reference", "precision", "recall",
+                   "density", "coverage", "copying_ct", "cas", "cas_real"]
+# Sample metrics that the compare stage computes from the stored samples (genbench.comparisons): the report
+# shows its values, in its feature spaces, instead of the model stage's.
+COMPARED_VALUES = {"fid", "kid", "fid_pixels", "kid_pixels", "precision", "recall", "density", "coverage"}
 CI_SUFFIXES = ("ci_low", "ci_high", "n_seeds", "ci_method")
 # Per ranked column with a paired verdict (results/<dataset>/comparisons.json, genbench.comparisons): the paired
 # difference from the best model with its 95% interval, and the Holm-corrected p-value of "no difference".
@@ -89,8 +101,8 @@ def _verdict(comparisons: dict | None, column: str, record: dict) -> dict | None
     metric = ((comparisons or {}).get("metrics") or {}).get(column)
     if not metric:
         return None
-    group = str((record.get("likelihood") or {}).get("space")) if column in PER_SPACE else "all"
-    return ((metric.get("groups") or {}).get(group) or {}).get("models", {}).get(record["model"])
+    group = likelihood_group(record.get("likelihood")) if column in PER_SPACE else "all"
+    return ((metric.get("groups") or {}).get(str(group)) or {}).get("models", {}).get(record["model"])
 
 
 def apply_verdicts(records: list[dict], comparisons: dict | None) -> list[dict]:
@@ -99,19 +111,38 @@ def apply_verdicts(records: list[dict], comparisons: dict | None) -> list[dict]:
     verdict was reached with, never a symmetric interval about a skewed metric."""
     out = []
     for record in records:
-        intervals = dict(record.get("intervals") or {})
+        record = copy.deepcopy(record)
+        if record.get("likelihood"):
+            record["likelihood"]["group"] = likelihood_group(record["likelihood"])
+        intervals = record.setdefault("intervals", {})
         for column in RANKED:
             verdict = _verdict(comparisons, column, record)
             path = FIELDS[column]
-            if verdict is None or path not in intervals:
+            if verdict is None or (path not in intervals and column not in COMPARED_VALUES):
                 continue
+            if column in COMPARED_VALUES:  # the compare stage's value, in its feature space, per seed too
+                _put(record, path, verdict["value"])
+                for seed_record, value in zip(record.get("per_seed") or [], verdict.get("per_seed") or []):
+                    _put(seed_record, path, value)
             metric = comparisons["metrics"][column]
-            intervals[path] = {**intervals[path], "low": verdict["low"], "high": verdict["high"],
-                               "n_seeds": len(comparisons["seeds"]),
+            intervals[path] = {**intervals.get(path, {}), "low": verdict["low"], "high": verdict["high"],
+                               "n_seeds": verdict.get("n_seeds"),
                                "method": f"95% interval: percentile bootstrap over seeds and {metric['units']} drawn "
                                          f"together, {comparisons['n_resamples']} resamples"}
-        out.append({**record, "intervals": intervals})
+        copying = ((comparisons or {}).get("copying") or {}).get("models", {}).get(record["model"])
+        if copying:
+            _put(record, FIELDS["copying_ct"], copying["ct"])
+            for seed_record, value in zip(record.get("per_seed") or [], copying["per_seed"]):
+                _put(seed_record, FIELDS["copying_ct"], value)
+        out.append(record)
     return out
+
+
+def _put(record: dict, path: str, value: Any) -> None:
+    *parents, leaf = path.split(".")
+    for key in parents:
+        record = record.setdefault(key, {})
+    record[leaf] = value
 
 
 def reference_sha(records: list[dict], evaluator: dict | None) -> tuple[str | None, list[str]]:
@@ -144,7 +175,7 @@ def _row(record: dict, sha: str | None, comparisons: dict | None) -> dict[str, A
         found = interval(record, FIELDS[column]) or {}
         row |= {f"{column}_ci_low": found.get("low"), f"{column}_ci_high": found.get("high"),
                 f"{column}_n_seeds": found.get("n_seeds"), f"{column}_ci_method": found.get("method")}
-    if not same_features(record, sha):
+    if not same_features(record, sha) or (record.get("fid") or {}).get("reference_domain"):  # cyclegan: own table
         for column in FEATURE_COLUMNS:
             row[column] = None
             if column in METRIC_COLUMNS:
@@ -214,9 +245,9 @@ def best_per_metric(board: pd.DataFrame) -> list[dict[str, Any]]:
     NLLs per likelihood space; FIDs only among records on the reference features (the others are
     empty in the board already)."""
     picks = [("accuracy", board, "accuracy")]
-    for space in sorted(board["nll_space"].dropna().unique()):
-        picks.append((f"NLL, {space} space (nats/image)", board[board["nll_space"] == space], "nll_nats"))
-    picks += [("FID", board, "fid"), ("CAS accuracy", board, "cas"), ("anomaly AUROC (mean)", board, "anomaly_auroc"),
+    for space in sorted(board["nll_group"].dropna().unique()):  # Parzen-window estimates are in no group
+        picks.append((f"NLL, {space} space (nats/image)", board[board["nll_group"] == space], "nll_nats"))
+    picks += [("FID", board, "fid"), ("KID", board, "kid"), ("CAS accuracy", board, "cas"), ("anomaly AUROC (mean)", board, "anomaly_auroc"),
               ("linear-probe accuracy", board, "linear_probe_accuracy")]
     best = []
     for label, rows, column in picks:

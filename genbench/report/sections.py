@@ -17,6 +17,7 @@ from typing import Any
 
 import pandas as pd
 
+from genbench.comparisons import likelihood_group
 from genbench.report.records import interval, is_number, lookup
 
 STAR = "★"
@@ -200,7 +201,7 @@ def absent_note(records: list[dict], key: str, what: str) -> list[str]:
     return [f"No {what}: " + "; ".join(f"{', '.join(models)} ({reason})" for reason, models in by_reason.items()) + "."]
 
 
-def classification(records: list[dict], ties: set = frozenset()) -> list[Section]:
+def classification(records: list[dict], ties: set = frozenset(), comparisons: dict | None = None) -> list[Section]:
     measured = [r for r in records if r.get("classification")]
     if not measured:
         return []
@@ -222,6 +223,7 @@ def classification(records: list[dict], ties: set = frozenset()) -> list[Section
         "Accuracy is the fraction of correct test labels; log-loss is the mean negative log-probability of the "
         "true label in nats; ECE is the expected calibration error (L1, equal-width confidence bins). "
         "Generative classifiers predict by Bayes' rule and are scored on the same split as discriminative ones.",
+        *resolvable_notes(comparisons, {"accuracy": "accuracy", "log_loss": "log-loss", "ece": "ECE"}),
         *absent_note(records, "classification", "classification"),
     ]
     return [Section("Classification", ranked_table(rows, "accuracy ↑", ascending=False), notes)]
@@ -242,18 +244,39 @@ SPACE_NOTES = {
 }
 
 
-def likelihood(records: list[dict], ties: set = frozenset()) -> list[Section]:
+PARZEN = "Parzen-window estimates (not ranked)"
+
+
+def bound_direction(estimate: dict) -> str:
+    """How an NLL estimate relates to the model's true NLL, from its estimator and method."""
+    method, estimator = str(estimate.get("method") or ""), estimate.get("estimator")
+    if "parzen" in method.lower():
+        return "unrelated (density of the samples)"
+    if "AIS" in method and estimator == "lower_bound":
+        return "no guaranteed direction"
+    if "AIS" in method:
+        return "may be below (AIS)"
+    if "IWAE" in method:
+        return "at least, in expectation"
+    if estimator == "lower_bound" or "dequantis" in method:
+        return "at least"
+    return "equal" if estimator == "exact" else "unknown"
+
+
+def likelihood(records: list[dict], ties: set = frozenset(), comparisons: dict | None = None) -> list[Section]:
     # One entry per estimate: the main `likelihood` plus any `likelihood_extra` (e.g. the ELBO). Only the
     # main estimates take part in the tied-best marks (as in the leaderboard).
     entries = []  # (label, record, summary path of the estimate, main?, space)
     for r in records:
-        if r.get("likelihood"):
+        if r.get("likelihood") and likelihood_group(r["likelihood"]) is None:  # Parzen: a table of its own
+            entries.append((r["model"], r, "likelihood", False, f"{r['likelihood'].get('space')}, {PARZEN}"))
+        elif r.get("likelihood"):
             entries.append((r["model"], r, "likelihood", True, r["likelihood"].get("space") or "unknown"))
         for i, extra in enumerate(r.get("likelihood_extra") or []):
             entries.append((f"{r['model']} ({_extra_label(extra)})", r, f"likelihood_extra.{i}", False,
                             extra.get("space") or "unknown"))
     # Binary first, then discrete, then any other space; never one table for two spaces.
-    spaces = sorted({e[4] for e in entries}, key=lambda s: (s != "binary", s != "discrete", s))
+    spaces = sorted({e[4] for e in entries}, key=lambda s: (PARZEN in s, s != "binary", s != "discrete", s))
     sections = []
     for space in spaces:
         chosen = [e[:4] for e in entries if e[4] == space]
@@ -265,20 +288,26 @@ def likelihood(records: list[dict], ties: set = frozenset()) -> list[Section]:
             if has_stderr:
                 row["± s.e. (nats)"] = e.get("nll_stderr_nats")
             rows.append(row | {"bits/dim ↓": est(r, f"{path}.bits_per_dim", "bits_per_dim" if main else None, ties),
-                               "estimator": e.get("estimator"), "method": e.get("method"),
+                               "estimator": e.get("estimator"), "vs the true NLL": bound_direction(e),
+                               "method": e.get("method"),
                                "samples": e.get("samples"), "split": e.get("split"), "n (images)": e.get("n")})
         levels = sorted({lookup(r, path).get("levels") for _, r, path, _ in chosen} - {None})
         dims = sorted({lookup(r, path).get("dim") for _, r, path, _ in chosen} - {None})
         shape = ", ".join(filter(None, [
             f"{'/'.join(map(fmt, levels))} levels" if levels else "", f"D = {'/'.join(map(fmt, dims))}" if dims else ""]))
-        title = f"Likelihood: {space} space" + (f" ({shape})" if shape else "")
+        title = (f"Likelihood: {space}" if PARZEN in space else f"Likelihood: {space} space") + (f" ({shape})" if shape else "")
         notes = [
             *interval_notes(rows),
             SPACE_NOTES.get(space, ""),
-            "Lower is better. Estimators: exact = the model's own likelihood; lower_bound = a lower bound on the log-likelihood (ELBO, AIS "
-            "for DBN), so the true NLL is at most the value shown; estimate = a stochastic estimate "
-            "(AIS, importance sampling, Parzen) with the sample count shown. "
-            "Never compare this table with another space's.",
+            "Lower is better. Column 'vs the true NLL' states each estimator's direction: an exact NLL is the true "
+            "one; a lower bound on log p (ELBO, the DDPM bound, a dequantised density) gives an NLL at least the "
+            "true one; IWAE does so in expectation; an AIS estimate of log Z is low in expectation, so an NLL "
+            "built on it may lie below the true one (RBM, Boltzmann machine), and the DBN's bound with an AIS "
+            "log Z has no guaranteed direction. Never compare this table with another space's.",
+            *([f"{PARZEN.capitalize()}: a Gaussian kernel density fitted to the model's samples, not the model's "
+               "likelihood (Theis et al. 2016 show how far it can be from it): shown, never ranked."]
+              if PARZEN in space else []),
+            *resolvable_notes(comparisons, {"nll_nats": "NLL (nats)"} if PARZEN not in space else {}),
         ]
         if has_stderr:
             notes.append("± s.e.: the standard error of the mean NLL over test images, averaged over seeds.")
@@ -295,12 +324,15 @@ FEATURE_METRICS = "FID, precision/recall/density/coverage and CAS"
 
 
 def sample_quality(records: list[dict], evaluator: dict | None, ties: set = frozenset(),
-                   reference_sha: str | None = None, warnings: list[str] | None = None) -> list[Section]:
-    """FID (and PRDC, memorisation, CAS when present), one table per feature network.
+                   reference_sha: str | None = None, warnings: list[str] | None = None,
+                   comparisons: dict | None = None) -> list[Section]:
+    """FID, KID (and PRDC, the copying test, CAS when present), one table per feature network; with the
+    compare stage's results (`comparisons`), in its feature spaces. Translations (cyclegan) are judged in
+    their own table (`other_metrics`).
 
     `reference_sha`: the feature network the leaderboard ranks (the evaluator's); records on another
     network keep their own table, with a warning, and are left out of the leaderboard's columns."""
-    measured = [r for r in records if r.get("fid")]
+    measured = [r for r in records if r.get("fid") and not r["fid"].get("reference_domain")]
     groups: dict[tuple, list[dict]] = {}
     for r in measured:
         groups.setdefault((r["fid"].get("features"), r["fid"].get("features_sha256")), []).append(r)
@@ -309,38 +341,66 @@ def sample_quality(records: list[dict], evaluator: dict | None, ties: set = froz
     sections = []
     for (features, sha), group in ordered:
         feature_dim = group[0]["fid"].get("feature_dim") or (evaluator or {}).get("feature_dim")
-        has = {key: any(r.get(key) for r in group) for key in ("prdc", "memorisation", "cas")}
+        has = {key: any(r.get(key) for r in group) for key in ("prdc", "kid", "fid_pixels", "copying", "cas")}
         rows = []
         for r in group:
             f = r["fid"]
             reference = f.get("reference_split")
             if f.get("reference_domain"):
                 reference = f"{reference}, {f['reference_domain']}"
-            row = {"model": r["model"], "FID ↓": est(r, "fid.value", "fid", ties),
-                   "n generated (images)": f.get("n_generated"),
-                   "n reference (images)": f.get("n_reference"), "reference split": reference}
+            row = {"model": r["model"], "FID ↓": est(r, "fid.value", "fid", ties)}
+            if has["kid"]:
+                row["KID ↓"] = est(r, "kid.value", "kid", ties)
+            if has["fid_pixels"]:
+                row |= {"FID pixels ↓": est(r, "fid_pixels.value", "fid_pixels", ties),
+                        "KID pixels ↓": est(r, "kid_pixels.value", "kid_pixels", ties)}
+            row |= {"n generated (images)": f.get("n_generated"), "n reference (images)": f.get("n_reference"),
+                    "reference split": reference}
             if has["prdc"]:
                 row |= {f"{name} ↑": est(r, f"prdc.{name}", name, ties)
                         for name in ("precision", "recall", "density", "coverage")}
-            if has["memorisation"]:
-                row["memorised share (real: 0.5)"] = est(r, "memorisation.share")
+            if has["copying"]:
+                row["copying C_T (0: as new data)"] = est(r, "copying.ct")
             if has["cas"]:
                 row["CAS accuracy ↑"] = est(r, "cas.accuracy", "cas", ties)
                 row["CAS real ↑"] = est(r, "cas.real_accuracy")
             rows.append(row)
         table = ranked_table(rows, "FID ↓", ascending=True)
 
-        notes = [*interval_notes(rows),
-                 f"Fréchet distance between generated images and the reference split in the {fmt(feature_dim)}-d "
-                 f"feature space of the {features} network (weights sha256 {short_hash(sha)}). Lower is better."]
-        other_domain = [r["model"] for r in group if r["fid"].get("reference_domain")]
-        if other_domain:
-            notes.append(f"{', '.join(other_domain)}: samples of another domain (translations), judged against the "
-                         "reference split mapped into that domain (column 'reference split'), training images "
-                         "likewise for memorisation; rank them with care next to the unconditional generators.")
+        spaces = (comparisons or {}).get("feature_spaces") or {}
+        if "evaluator" in spaces and has["kid"]:
+            notes = [*interval_notes(rows),
+                     f"FID (Heusel et al. 2017) and KID (Binkowski et al. 2018, cubic kernel, unbiased) between the "
+                     f"stored samples and the reference split in the {spaces['evaluator']['dim']}-d space of "
+                     f"{spaces['evaluator']['description']} (the {features} network, weights sha256 "
+                     f"{short_hash(sha)}): bounded, so a few off-manifold samples cannot dominate. Lower is better."]
+            if "pixels" in spaces:
+                notes.append(f"FID pixels, KID pixels: the same distances in a second, independent space, "
+                             f"{spaces['pixels']['description']} ({spaces['pixels']['dim']}-d)."
+                             + "".join(f" Rank agreement of {a['metric'].upper()} between the two spaces: Kendall's "
+                                       f"tau {a['kendall_tau']:.2f} over {a['n_models']} models (p = {a['p']:.2g})."
+                                       for a in comparisons.get("rank_agreement") or []))
+        else:
+            notes = [*interval_notes(rows),
+                     f"Fréchet distance between generated images and the reference split in the {fmt(feature_dim)}-d "
+                     f"feature space of the {features} network (weights sha256 {short_hash(sha)}). Lower is better."]
+        notes += resolvable_notes(comparisons, {"fid": "FID", "kid": "KID", "cas": "CAS"})
         section_warnings = []
         matches_evaluator = evaluator is not None and evaluator.get("sha256") == sha
-        if matches_evaluator and evaluator.get("reference_fid"):
+        real = (comparisons or {}).get("real_data")
+        if matches_evaluator and real and "fid" in real.get("metrics", {}):
+            # A real-data row gives the scale: the values real images reach at the models' sample count. Not ranked.
+            names = {"FID ↓": "fid", "KID ↓": "kid", "FID pixels ↓": "fid_pixels", "KID pixels ↓": "kid_pixels",
+                     **{f"{n} ↑": n for n in ("precision", "recall", "density", "coverage")}}
+            row = {"model": "real data (reference)", "n generated (images)": fmt(real["n"]),
+                   "reference split": f"{real['split']} images in place of samples"}
+            row |= {column: _cell(real["metrics"][name]) for column, name in names.items()
+                    if column in table.columns and name in real["metrics"]}
+            if "copying C_T (0: as new data)" in table.columns:
+                row["copying C_T (0: as new data)"] = fmt(real.get("copying_ct"))
+            table = pd.concat([pd.DataFrame([row]), table], ignore_index=True).fillna("")
+            notes.append(f"Reference row (not ranked): {real['description']}; intervals as the models'.")
+        elif matches_evaluator and evaluator.get("reference_fid"):
             # A real-data row gives the scale: the FID two real samples of the data reach. Not ranked.
             reference = evaluator["reference_fid"]
             cell = fmt(reference.get("value"))
@@ -375,11 +435,10 @@ def sample_quality(records: list[dict], evaluator: dict | None, ties: set = froz
             ks = sorted({(r.get("prdc") or {}).get("k") for r in group if r.get("prdc")} - {None})
             notes.append("Precision, recall, density and coverage (Naeem et al. 2020) in the same feature space"
                          + (f", k = {'/'.join(map(fmt, ks))} nearest neighbours" if ks else "") + "; higher is better.")
-        if has["memorisation"]:
-            notes.append("Memorised share: the fraction of generated images closer (pixel L2) to their nearest training "
-                         "image than the median held-out test image is to its own. Held-out real data scores 0.5 by "
-                         "construction and copies of the training set score 1: well above 0.5 means samples sit "
-                         "closer to the training images than new data does; below 0.5 is not better, only farther.")
+        if has["copying"]:
+            notes.append("Copying C_T: " + (comparisons or {}).get("copying", {}).get("method", "") + ". Under "
+                         "'as far as new data' C_T is about N(0, s^2) with s <= 1: below about -3 is evidence of "
+                         "copying; above 0 only says farther, which the distances above already measure.")
         if has["cas"]:
             notes.append("CAS: test accuracy of the evaluator's architecture trained on a model's class-conditional "
                          "samples only; its reference (\"CAS real\") is the same classifier, recipe and number of steps "
@@ -395,11 +454,32 @@ def sample_quality(records: list[dict], evaluator: dict | None, ties: set = froz
     return sections
 
 
+def _cell(entry: dict) -> str:
+    text = fmt(entry.get("value"))
+    return text + (f" [{fmt(entry['low'])}, {fmt(entry['high'])}]" if entry.get("low") is not None else "")
+
+
+def resolvable_notes(comparisons: dict | None, metrics: dict[str, str]) -> list[str]:
+    """Per ranked metric: how large a difference from the best the paired comparison could resolve."""
+    parts = []
+    for metric, label in metrics.items():
+        for group, verdict in (((comparisons or {}).get("metrics") or {}).get(metric, {}).get("groups") or {}).items():
+            size = verdict.get("resolvable_median")
+            if size is not None:
+                parts.append(f"{label}{'' if group == 'all' else f' ({group})'} {fmt(size)}")
+    if not parts:
+        return []
+    return ["Resolvable difference (median over the models compared): the difference from the best that the paired "
+            "comparison detects 80% of the time at the 5% level before the Holm correction, 2.8 bootstrap "
+            "standard errors of the difference: " + "; ".join(parts) + ". Smaller differences are not resolved by "
+            "these seeds and test images."]
+
+
 def _class_order(key: str) -> tuple:
     return (0, int(key), "") if key.isdigit() else (1, 0, key)
 
 
-def anomaly(records: list[dict], ties: set = frozenset()) -> list[Section]:
+def anomaly(records: list[dict], ties: set = frozenset(), comparisons: dict | None = None) -> list[Section]:
     measured = [r for r in records if r.get("anomaly")]
     if not measured:
         return []
@@ -416,12 +496,15 @@ def anomaly(records: list[dict], ties: set = frozenset()) -> list[Section]:
         "Column 'AUROC c': class c is the normal class (training data), the other classes are the anomalies; "
         "AUROC is in [0, 1], 0.5 is chance, higher is better. Per-class AUROCs are means over seeds (their "
         "intervals, where measured, are in the metrics records).",
+        *resolvable_notes(comparisons, {"anomaly_auroc": "mean AUROC"}),
         *absent_note(records, "anomaly", "anomaly detection"),
     ]
     return [Section("Anomaly detection", ranked_table(rows, "mean AUROC ↑", ascending=False), notes)]
 
 
-def representation(records: list[dict], ties: set = frozenset()) -> list[Section]:
+def representation(records: list[dict], ties: set = frozenset(), comparisons: dict | None = None) -> list[Section]:
+    from genbench.comparisons import RAW_PIXELS
+
     measured = [r for r in records if r.get("linear_probe")]
     if not measured:
         return []
@@ -429,9 +512,22 @@ def representation(records: list[dict], ties: set = frozenset()) -> list[Section
              "linear-probe accuracy ↑": est(r, "linear_probe.accuracy", "linear_probe_accuracy", ties),
              "feature dim": r["linear_probe"].get("feature_dim"), "n train": r["linear_probe"].get("n_train"),
              "n test": r["linear_probe"].get("n")} for r in measured]
+    probe = (((comparisons or {}).get("metrics") or {}).get("linear_probe_accuracy") or {}).get("groups", {}).get("all")
+    pixels = (probe or {}).get("models", {}).get(RAW_PIXELS)
+    if pixels:  # the reference row: the probe on the pixels themselves, compared like a model
+        rows.append({"model": f"{RAW_PIXELS} (reference)", "kind": "none",
+                     "linear-probe accuracy ↑": Est(pixels["value"], pixels["low"], pixels["high"], 1,
+                                                    "percentile bootstrap over test images", bool(pixels["tied"])),
+                     "feature dim": None,
+                     "n train": measured[0]["linear_probe"].get("n_train"), "n test": measured[0]["linear_probe"].get("n")})
     classifiers = sorted({r["linear_probe"].get("classifier") for r in measured} - {None})
     notes = [*interval_notes(rows)] + [
         f"Linear probe: {c}, trained on encode(train split), accuracy on encode(test split)." for c in classifiers]
+    if pixels:
+        notes.append(f"'{RAW_PIXELS} (reference)': the same probe on the pixels themselves (one deterministic fit), "
+                     "compared with the models like a model: a representation is useful for this probe only where it "
+                     "beats it.")
+    notes += resolvable_notes(comparisons, {"linear_probe_accuracy": "linear-probe accuracy"})
     return [Section("Representations (linear probe)", ranked_table(rows, "linear-probe accuracy ↑", ascending=False), notes)]
 
 
@@ -446,8 +542,15 @@ def other_metrics(records: list[dict]) -> list[Section]:
                  "value": est(r, f"extra.{name}.value") if isinstance(v, dict) else est(r, f"extra.{name}"),
                  "unit": v.get("unit", "") if isinstance(v, dict) else "",
                  "description": v.get("description", "") if isinstance(v, dict) else ""} for name, v in extra.items()]
+        domain = (r.get("fid") or {}).get("reference_domain")
+        title = f"Other metrics: {r['model']}"
+        if domain:  # a translation model: its samples are judged against the data mapped into their domain
+            title = f"Translation: {r['model']} (not ranked with the unconditional generators)"
+            rows.append({"metric": "fid_samples_vs_domain", "value": est(r, "fid.value"), "unit": "",
+                         "description": f"FID (evaluator features) of its {fmt(r['fid'].get('n_generated'))} samples "
+                                        f"against the {r['fid'].get('reference_split')} split mapped into {domain}"})
         notes = interval_notes(rows)
-        sections.append(Section(f"Other metrics: {r['model']}", pd.DataFrame(rows).map(fmt), notes))  # mixed units: 4 s.f.
+        sections.append(Section(title, pd.DataFrame(rows).map(fmt), notes))  # mixed units: 4 s.f.
     return sections
 
 
@@ -483,11 +586,14 @@ def cost(records: list[dict], evaluator: dict | None = None) -> list[Section]:
 
 
 def metric_sections(records: list[dict], evaluator: dict | None, ties: set = frozenset(),
-                    reference_sha: str | None = None, fid_warnings: list[str] | None = None) -> list[Section]:
-    """Every metric family's sections; `ties` = {(model, leaderboard column)} of tied-best cells."""
-    sections = [*classification(records, ties), *likelihood(records, ties),
-                *sample_quality(records, evaluator, ties, reference_sha, fid_warnings),
-                *anomaly(records, ties), *representation(records, ties), *other_metrics(records), *cost(records, evaluator)]
+                    reference_sha: str | None = None, fid_warnings: list[str] | None = None,
+                    comparisons: dict | None = None) -> list[Section]:
+    """Every metric family's sections; `ties` = {(model, leaderboard column)} of tied-best cells;
+    `comparisons`: the compare stage's results (genbench.comparisons), for its reference rows and notes."""
+    sections = [*classification(records, ties, comparisons), *likelihood(records, ties, comparisons),
+                *sample_quality(records, evaluator, ties, reference_sha, fid_warnings, comparisons),
+                *anomaly(records, ties, comparisons), *representation(records, ties, comparisons),
+                *other_metrics(records), *cost(records, evaluator)]
     for section in sections:
         drop_constant_columns(section)
     return sections

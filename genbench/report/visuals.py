@@ -27,7 +27,7 @@ COMPARISON_PLOTS = {
 COMPARISONS = {
     "accuracy": ("accuracy", None, True, "test accuracy"),
     "nll_binary": ("nll_nats", "binary", False, "NLL of the binarised test images (nats/image)"),
-    "fid": ("fid", None, False, "FID on the evaluator's features"),
+    "fid": ("fid", None, False, "FID on the evaluator's bounded features"),
     "anomaly_auroc": ("anomaly_auroc", None, True, "one-class AUROC, mean over normal classes"),
 }
 assert set(COMPARISONS) == set(COMPARISON_PLOTS)
@@ -36,7 +36,7 @@ assert set(COMPARISONS) == set(COMPARISON_PLOTS)
 def _rows(board: pd.DataFrame, column: str, space: str | None) -> pd.DataFrame:
     rows = board[board[column].notna()]
     if space is not None:
-        rows = rows[rows["nll_space"] == space]
+        rows = rows[rows["nll_group"] == space]  # Parzen-window estimates belong to no group
     return pd.DataFrame({
         "model": rows["model"], "kind": rows["kind"].fillna("generative"), "mean": rows[column].astype(float),
         "low": rows[f"{column}_ci_low"].astype(float), "high": rows[f"{column}_ci_high"].astype(float),
