@@ -312,9 +312,9 @@ def real_data_row(spaces: Any, copying: Any, train: Any, held_out: Any, n: int, 
         low, high = paired.percentile_interval(paired.centred(entry["resamples"], entry["point"]))
         out[metric] = {"value": entry["point"], "low": low, "high": high}
     return {"n": len(index), "split": "train", "metrics": out,
-            "copying_ct": copying(spaces.evaluator(held_out))["ct"], "copying_split": "val",
+            "copying_ct": copying(spaces.evaluator(held_out), min_samples=5)["ct"], "copying_split": "val",
             "description": f"{len(index)} real training images in place of a model's samples; C_T of the "
-                           f"{len(held_out)} validation images"}
+                           f"{len(held_out)} validation images (cells with at least 5 of them)"}
 
 
 def run_compare(params: dict[str, Any], dataset: str, root: str | Path = ".", out: str | Path | None = None,

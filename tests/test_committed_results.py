@@ -11,8 +11,7 @@ import pytest
 
 from genbench.config import load_params
 from genbench.evaluator import load_evaluator
-from genbench.params import Paths, enabled_datasets, index_datasets
-from genbench.comparisons import NOT_COMPARED
+from genbench.params import Paths, dataset_params, enabled_datasets, index_datasets, seeds_of
 from genbench.report.leaderboard import CI_SUFFIXES, METRIC_COLUMNS, RANKED
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -27,23 +26,23 @@ def test_committed_report_matches_params_and_the_pinned_evaluator(dataset):
     board = pd.read_csv(ROOT / "reports" / dataset / "leaderboard.csv")
     assert set(board["model"]) == set(PARAMS["models"])
     assert set(board["fid_features_sha256"].dropna()) == {evaluator["sha256"]}
+    params = dataset_params(PARAMS, dataset)
+    n_seeds = board["model"].map(lambda m: len(seeds_of(params, m)))
     for metric in METRIC_COLUMNS:
         assert {f"{metric}_{suffix}" for suffix in CI_SUFFIXES} <= set(board.columns), metric
         filled = board[board[metric].notna()]
-        assert (filled[f"{metric}_n_seeds"] == len(PARAMS["seeds"])).all(), metric
+        assert (filled[f"{metric}_n_seeds"] == n_seeds[filled.index]).all(), metric
         assert (filled[f"{metric}_ci_low"] <= filled[metric] + 1e-12).all(), metric
         assert (filled[metric] <= filled[f"{metric}_ci_high"] + 1e-12).all(), metric
         if metric in RANKED and len(filled):
             tied = filled[f"{metric}_tied_best"]
             if f"{metric}_p_holm" not in board.columns:  # a report from before the paired verdicts (Fashion-MNIST)
                 assert tied.any(), metric
-            elif metric in NOT_COMPARED:  # no per-image outputs: no verdict, so no tie mark
-                assert tied.isna().all(), metric
             else:  # the best, and whoever the Holm-corrected paired comparison cannot separate from it
                 assert tied.fillna(False).astype(bool).any(), metric
                 assert (filled.loc[tied.fillna(False).astype(bool), f"{metric}_p_holm"] >= 0.05).all(), metric
     per_seed = pd.read_csv(ROOT / "reports" / dataset / "per_seed.csv")
-    assert sorted(per_seed["seed"].unique()) == sorted(PARAMS["seeds"])
+    assert sorted(per_seed["seed"].unique()) == sorted({s for m in PARAMS["models"] for s in seeds_of(params, m)})
     assert set(per_seed["model"]) == set(PARAMS["models"])
     # the leaderboard's mean is the mean of the per-seed values
     accuracy = per_seed[per_seed["metric"] == "accuracy"].groupby("model")["value"].mean()

@@ -47,14 +47,16 @@ class CopyingTest:
         self.held_out_cell = self.kmeans.predict(held_out)
         self.held_out_distance = nearest_distances(held_out, self.train)
 
-    def __call__(self, samples: np.ndarray) -> dict:
+    def __call__(self, samples: np.ndarray, min_samples: int | None = None) -> dict:
+        """C_T of `samples`; `min_samples` (default: the test's) for a smaller set, e.g. held-out images."""
+        min_samples = self.min_samples if min_samples is None else min_samples
         samples = np.asarray(samples, np.float64)
         sample_cell = self.kmeans.predict(samples)
         sample_distance = nearest_distances(samples, self.train)
         z, weight = [], []
         for c in range(self.cells):
             q, p = sample_distance[sample_cell == c], self.held_out_distance[self.held_out_cell == c]
-            if len(q) < self.min_samples or len(p) == 0:
+            if len(q) < min_samples or len(p) == 0:
                 continue  # too few samples (or no held-out image) in this cell to compare
             m, n = len(q), len(p)
             u = mannwhitneyu(q, p, alternative="two-sided", method="asymptotic").statistic
@@ -68,6 +70,6 @@ class CopyingTest:
         return {"ct": ct, "p_copying": float(norm.cdf(ct / np.sqrt(np.sum(w ** 2)))), "cells_used": len(z),
                 "cells": self.cells,
                 "samples_in_used_cells": float(np.isin(sample_cell, [c for c in range(self.cells) if
-                                                                     np.sum(sample_cell == c) >= self.min_samples]).mean()),
+                                                                     np.sum(sample_cell == c) >= min_samples]).mean()),
                 "median_sample_distance": float(np.median(sample_distance)),
                 "median_held_out_distance": float(np.median(self.held_out_distance))}

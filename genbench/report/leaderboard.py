@@ -247,7 +247,7 @@ def best_per_metric(board: pd.DataFrame) -> list[dict[str, Any]]:
     picks = [("accuracy", board, "accuracy")]
     for space in sorted(board["nll_group"].dropna().unique()):  # Parzen-window estimates are in no group
         picks.append((f"NLL, {space} space (nats/image)", board[board["nll_group"] == space], "nll_nats"))
-    picks += [("FID", board, "fid"), ("KID", board, "kid"), ("CAS accuracy", board, "cas"), ("anomaly AUROC (mean)", board, "anomaly_auroc"),
+    picks += [("FID", board, "fid"), ("CAS accuracy", board, "cas"), ("anomaly AUROC (mean)", board, "anomaly_auroc"),
               ("linear-probe accuracy", board, "linear_probe_accuracy")]
     best = []
     for label, rows, column in picks:

@@ -21,11 +21,10 @@ from genbench.comparisons import likelihood_group
 from genbench.report.records import interval, is_number, lookup
 
 STAR = "★"
-TIE_NOTE = (f"{STAR} the best mean, and every model tied with it: the difference from the best, paired by seed and "
-            "test image (or drawn with the seeds, for generated samples), cannot be told from 0 by a two-sided "
+TIE_NOTE = (f"{STAR} the best mean, and every model tied with it: the difference from the best, paired by test "
+            "image with each model's seeds drawn alongside (generated samples drawn per model), cannot be told from 0 by a two-sided "
             "bootstrap test, Holm-corrected across the models compared at 5% (results/<dataset>/comparisons.json). "
-            "A wide interval is no tie by itself; ECE, CAS and linear-probe columns have no paired verdict and mark "
-            "no tie.")
+            "A wide interval is no tie by itself.")
 
 
 def slug(title: str) -> str:
@@ -342,18 +341,21 @@ def sample_quality(records: list[dict], evaluator: dict | None, ties: set = froz
     for (features, sha), group in ordered:
         feature_dim = group[0]["fid"].get("feature_dim") or (evaluator or {}).get("feature_dim")
         has = {key: any(r.get(key) for r in group) for key in ("prdc", "kid", "fid_pixels", "copying", "cas")}
+        # distances between distributions on the unit sphere are small numbers: shown x 1000 (the csv is not)
+        scale = SCALE if has["kid"] else 1.0
+        fid_column = "FID ×10³ ↓" if has["kid"] else "FID ↓"
         rows = []
         for r in group:
             f = r["fid"]
             reference = f.get("reference_split")
             if f.get("reference_domain"):
                 reference = f"{reference}, {f['reference_domain']}"
-            row = {"model": r["model"], "FID ↓": est(r, "fid.value", "fid", ties)}
+            row = {"model": r["model"], fid_column: _scaled(est(r, "fid.value", "fid", ties), scale)}
             if has["kid"]:
-                row["KID ↓"] = est(r, "kid.value", "kid", ties)
+                row[KID_COLUMN] = _scaled(est(r, "kid.value", "kid", ties), SCALE)
             if has["fid_pixels"]:
                 row |= {"FID pixels ↓": est(r, "fid_pixels.value", "fid_pixels", ties),
-                        "KID pixels ↓": est(r, "kid_pixels.value", "kid_pixels", ties)}
+                        KID_PIXELS_COLUMN: _scaled(est(r, "kid_pixels.value", "kid_pixels", ties), SCALE)}
             row |= {"n generated (images)": f.get("n_generated"), "n reference (images)": f.get("n_reference"),
                     "reference split": reference}
             if has["prdc"]:
@@ -365,7 +367,7 @@ def sample_quality(records: list[dict], evaluator: dict | None, ties: set = froz
                 row["CAS accuracy ↑"] = est(r, "cas.accuracy", "cas", ties)
                 row["CAS real ↑"] = est(r, "cas.real_accuracy")
             rows.append(row)
-        table = ranked_table(rows, "FID ↓", ascending=True)
+        table = ranked_table(rows, fid_column, ascending=True)
 
         spaces = (comparisons or {}).get("feature_spaces") or {}
         if "evaluator" in spaces and has["kid"]:
@@ -390,11 +392,12 @@ def sample_quality(records: list[dict], evaluator: dict | None, ties: set = froz
         real = (comparisons or {}).get("real_data")
         if matches_evaluator and real and "fid" in real.get("metrics", {}):
             # A real-data row gives the scale: the values real images reach at the models' sample count. Not ranked.
-            names = {"FID ↓": "fid", "KID ↓": "kid", "FID pixels ↓": "fid_pixels", "KID pixels ↓": "kid_pixels",
+            names = {fid_column: "fid", KID_COLUMN: "kid", "FID pixels ↓": "fid_pixels", KID_PIXELS_COLUMN: "kid_pixels",
                      **{f"{n} ↑": n for n in ("precision", "recall", "density", "coverage")}}
+            factors = {fid_column: scale, KID_COLUMN: SCALE, KID_PIXELS_COLUMN: SCALE}
             row = {"model": "real data (reference)", "n generated (images)": fmt(real["n"]),
                    "reference split": f"{real['split']} images in place of samples"}
-            row |= {column: _cell(real["metrics"][name]) for column, name in names.items()
+            row |= {column: _cell(real["metrics"][name], factors.get(column, 1.0)) for column, name in names.items()
                     if column in table.columns and name in real["metrics"]}
             if "copying C_T (0: as new data)" in table.columns:
                 row["copying C_T (0: as new data)"] = fmt(real.get("copying_ct"))
@@ -454,9 +457,20 @@ def sample_quality(records: list[dict], evaluator: dict | None, ties: set = froz
     return sections
 
 
-def _cell(entry: dict) -> str:
-    text = fmt(entry.get("value"))
-    return text + (f" [{fmt(entry['low'])}, {fmt(entry['high'])}]" if entry.get("low") is not None else "")
+SCALE = 1e3  # display factor of the bounded-space FID and of KIDs
+KID_COLUMN, KID_PIXELS_COLUMN = "KID ×10³ ↓", "KID pixels ×10³ ↓"
+
+
+def _scaled(value: Any, factor: float) -> Any:
+    if not isinstance(value, Est) or factor == 1.0:
+        return value
+    times = lambda v: None if v is None else v * factor  # noqa: E731
+    return Est(value.mean * factor, times(value.low), times(value.high), value.n_seeds, value.method, value.tied)
+
+
+def _cell(entry: dict, factor: float = 1.0) -> str:
+    text = fmt(entry["value"] * factor if entry.get("value") is not None else None)
+    return text + (f" [{fmt(entry['low'] * factor)}, {fmt(entry['high'] * factor)}]" if entry.get("low") is not None else "")
 
 
 def resolvable_notes(comparisons: dict | None, metrics: dict[str, str]) -> list[str]:
