@@ -50,7 +50,6 @@ LIKELIHOOD = {"nll_nats", "bits_per_dim"}
 # sample metric -> what its bootstrap draws: each model's generated samples, or the (shared) test images
 SAMPLE_METRICS = {"fid": "generated samples", "kid": "generated samples", "precision": "generated samples",
                   "density": "generated samples", "recall": "test images", "coverage": "test images"}
-SECOND_SPACE = {"fid_pixels": "fid", "kid_pixels": "kid"}  # the same metrics in the pixel space
 LOWER_IS_BETTER = {"log_loss", "nll_nats", "bits_per_dim", "ece", "fid", "kid", "fid_pixels", "kid_pixels"}
 RAW_PIXELS = "raw pixels"  # the reference row of the linear probe
 
@@ -129,11 +128,12 @@ def model_bootstraps(model: str, job: CompareJob) -> dict:
     elif samples is not None:
         images = [job.spaces.images(s) for s in samples]
         evaluator = [job.spaces.evaluator(x) for x in images]
-        pixels = [job.spaces.pixels(x) for x in images]
         values |= _sample_bootstraps(model, np.stack(evaluator), job.spaces.reference["evaluator"], job.k,
                                      job.n_resamples)
-        values |= {f"{metric}_pixels": entry for metric, entry in _sample_bootstraps(
-            model, np.stack(pixels), job.spaces.reference["pixels"], job.k, job.n_resamples, prdc=False).items()}
+        for space in job.spaces.second:
+            features = np.stack([job.spaces.features(space, x) for x in images])
+            values |= {f"{metric}_{space}": entry for metric, entry in _sample_bootstraps(
+                model, features, job.spaces.reference[space], job.k, job.n_resamples, prdc=False).items()}
         copying = [job.copying(f) for f in evaluator]
     return {"seeds": seeds, "values": values, "skipped": skipped, "copying": copying}
 
@@ -209,7 +209,7 @@ def compare_dataset(root: Path, dataset: str, models: list[str], job: CompareJob
     metrics = {}
     ranked = [*((m, h, "test images") for m, (h, _) in PER_IMAGE.items()), ("ece", False, "test images"),
               ("anomaly_auroc", True, "test images"), *((m, m not in LOWER_IS_BETTER, u) for m, u in SAMPLE_METRICS.items()),
-              *((m, False, SAMPLE_METRICS[base]) for m, base in SECOND_SPACE.items())]
+              *((f"{m}_{space}", False, SAMPLE_METRICS[m]) for space in second_spaces(job) for m in ("fid", "kid"))]
     for metric, higher, units in ranked:
         groups: dict[str, dict[str, dict]] = {}
         for m in models:
@@ -227,8 +227,10 @@ def compare_dataset(root: Path, dataset: str, models: list[str], job: CompareJob
             for m, e in entries.items():
                 verdict["models"][m] |= {"n_seeds": len(e["per_seed"]), "per_seed": e["per_seed"]}
             metrics[metric]["groups"][group] = verdict
-        if metric in SAMPLE_METRICS or metric in SECOND_SPACE:
-            metrics[metric]["space"] = "pixels" if metric in SECOND_SPACE else "evaluator"
+        if metric in SAMPLE_METRICS:
+            metrics[metric]["space"] = "evaluator"
+        elif metric.split("_", 1)[0] in ("fid", "kid") and "_" in metric:
+            metrics[metric]["space"] = metric.split("_", 1)[1]
     copying = {m: _copying_summary(r["copying"], r["seeds"]) for m, r in by_model.items() if r["copying"]}
     skipped = {}
     for m, r in by_model.items():
@@ -238,7 +240,7 @@ def compare_dataset(root: Path, dataset: str, models: list[str], job: CompareJob
             "n_resamples": job.n_resamples, "confidence": paired.CONFIDENCE, "alpha": paired.ALPHA,
             "correction": "Holm (statsmodels multipletests)", "interval": "percentile interval of the same bootstrap",
             "feature_spaces": job.spaces.describe() if job.spaces is not None else {},
-            "metrics": metrics, "rank_agreement": rank_agreement(metrics),
+            "metrics": metrics, "rank_agreement": rank_agreement(metrics, second_spaces(job)),
             "copying": {"method": copying_method(job), "models": copying} if copying else {},
             "not_ranked": skipped}
 
@@ -258,20 +260,25 @@ def copying_method(job: CompareJob) -> str:
             f"evaluator space; per seed, then the mean over seeds")
 
 
-def rank_agreement(metrics: dict) -> list[dict]:
-    """Kendall's tau (scipy.stats.kendalltau, tau-b) between the models' values of a metric in the evaluator
-    space and in the pixel space, over the models that have both."""
+def second_spaces(job: CompareJob) -> list[str]:
+    return job.spaces.second if job.spaces is not None else []
+
+
+def rank_agreement(metrics: dict, spaces: list[str] = ("pixels",)) -> list[dict]:
+    """Kendall's tau (scipy.stats.kendalltau, tau-b) between the models' values of FID (and of KID) in the
+    evaluator space and in each other space, over the models that have both."""
     from scipy.stats import kendalltau
 
     out = []
-    for second, first in SECOND_SPACE.items():
+    for first, space in ((m, s) for s in spaces for m in ("fid", "kid")):
+        second = f"{first}_{space}"
         a = (metrics.get(first) or {}).get("groups", {}).get("all", {}).get("models", {})
         b = (metrics.get(second) or {}).get("groups", {}).get("all", {}).get("models", {})
         both = sorted(set(a) & set(b))
         if len(both) < 3:
             continue
         tau = kendalltau([a[m]["value"] for m in both], [b[m]["value"] for m in both])
-        out.append({"metric": first, "spaces": ["evaluator", "pixels"], "kendall_tau": float(tau.statistic),
+        out.append({"metric": first, "spaces": ["evaluator", space], "kendall_tau": float(tau.statistic),
                     "p": float(tau.pvalue), "n_models": len(both)})
     return out
 
@@ -305,8 +312,10 @@ def real_data_row(spaces: Any, copying: Any, train: Any, held_out: Any, n: int, 
     images = train[index]
     evaluator = spaces.evaluator(images)
     rows = _sample_bootstraps("real data", evaluator[None], spaces.reference["evaluator"], job.k, job.n_resamples)
-    rows |= {f"{metric}_pixels": entry for metric, entry in _sample_bootstraps(
-        "real data", spaces.pixels(images)[None], spaces.reference["pixels"], job.k, job.n_resamples, prdc=False).items()}
+    for space in spaces.second:
+        rows |= {f"{metric}_{space}": entry for metric, entry in _sample_bootstraps(
+            "real data", spaces.features(space, images)[None], spaces.reference[space], job.k, job.n_resamples,
+            prdc=False).items()}
     out = {}
     for metric, entry in rows.items():
         low, high = paired.percentile_interval(paired.centred(entry["resamples"], entry["point"]))
@@ -338,7 +347,7 @@ def run_compare(params: dict[str, Any], dataset: str, root: str | Path = ".", ou
     data = PreparedData(paths.data(dataset))
     train, test = data.split("train"), data.split("test")
     reference = data.split(protocol(params)["fid_reference_split"])
-    spaces = SampleSpaces(net, train.x, reference.x, data.levels)
+    spaces = SampleSpaces(net, train.x, reference.x, data.levels, networks=params.get("feature_networks") or {})
     copying = CopyingTest(spaces.train_evaluator, spaces.evaluator(test.x), cells=min(10, len(test) // 20), seed=0)
     job = CompareJob(str(root), dataset, test.y.numpy(), spaces, copying, protocol(params)["prdc_k"], n_resamples)
     references = {"linear_probe_accuracy": {RAW_PIXELS: raw_pixel_probe(train, test, n_resamples)}}

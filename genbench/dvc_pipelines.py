@@ -171,10 +171,11 @@ CHECKED_TEXT = ("params.yaml was checked: every dataset and model under it is re
 
 def dataset_pipeline(dataset: str, models: list[str], overrides: dict | None = None,
                      studies: dict[str, list[str]] | None = None, classifier: str | None = None,
-                     settings: dict | None = None) -> dict:
+                     settings: dict | None = None, feature_networks: dict | None = None) -> dict:
     """`overrides`: params.yaml's `overrides.<dataset>`; a stage tracks the override keys it reads.
     `studies`: study -> its models (genbench.studies.study_models); `classifier`: the augmentation classifier;
-    `settings`: `datasets.<dataset>` without `enabled` (genbench.params.dataset_settings)."""
+    `settings`: `datasets.<dataset>` without `enabled` (genbench.params.dataset_settings); `feature_networks`:
+    params.yaml's user-weighted feature networks {name: weights file}, which the compare stage reads."""
     overrides = overrides or {}
     settings = settings or {}
     studies = studies or {}
@@ -236,8 +237,9 @@ def dataset_pipeline(dataset: str, models: list[str], overrides: dict | None = N
 
     stages["compare"] = _stage(
         f"python stages/compare.py {dataset}",
-        [*stage_code("compare"), data, *pinned, *(path(at.raw(dataset, m)) for m in models)],
-        ["models", "protocol", *tracked["protocol"]], [], metrics=[{path(at.results(dataset) / COMPARISONS): {"cache": False}}])
+        [*stage_code("compare"), data, *pinned, *(path(at.raw(dataset, m)) for m in models),
+         *(str(w) for w in (feature_networks or {}).values())],
+        ["models", "protocol", *tracked["protocol"], *(["feature_networks"] if feature_networks else [])], [], metrics=[{path(at.results(dataset) / COMPARISONS): {"cache": False}}])
     stages["report"] = _stage(
         f"python stages/report.py {dataset}",
         [*stage_code("report"), path(at.data(dataset) / "meta.json"), pinned[1], path(at.reference(dataset)),
@@ -296,7 +298,8 @@ def expected_files(params: dict[str, Any], root: str | Path = REPO_ROOT) -> dict
         classifier = settings(dataset_params(params, dataset), "augmentation")["classifier"]
         files[f"pipelines/{dataset}/dvc.yaml"] = _dump(dataset_pipeline(dataset, models, overrides_of(params, dataset),
                                                                          studies, classifier,
-                                                                         dataset_settings(params, dataset)))
+                                                                         dataset_settings(params, dataset),
+                                                                         params.get("feature_networks") or {}))
     return files
 
 

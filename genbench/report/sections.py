@@ -341,6 +341,8 @@ def sample_quality(records: list[dict], evaluator: dict | None, ties: set = froz
     for (features, sha), group in ordered:
         feature_dim = group[0]["fid"].get("feature_dim") or (evaluator or {}).get("feature_dim")
         has = {key: any(r.get(key) for r in group) for key in ("prdc", "kid", "fid_pixels", "copying", "cas")}
+        extra_spaces = [name for name in ((comparisons or {}).get("feature_spaces") or {})
+                        if name not in ("evaluator", "pixels")]
         # distances between distributions on the unit sphere are small numbers: shown x 1000 (the csv is not)
         scale = SCALE if has["kid"] else 1.0
         fid_column = "FID ×10³ ↓" if has["kid"] else "FID ↓"
@@ -356,6 +358,8 @@ def sample_quality(records: list[dict], evaluator: dict | None, ties: set = froz
             if has["fid_pixels"]:
                 row |= {"FID pixels ↓": est(r, "fid_pixels.value", "fid_pixels", ties),
                         KID_PIXELS_COLUMN: _scaled(est(r, "kid_pixels.value", "kid_pixels", ties), SCALE)}
+            for space in extra_spaces:  # user-weighted networks (params.yaml's feature_networks)
+                row[f"FID {space} ↓"] = _verdict_est(comparisons, f"fid_{space}", r["model"])
             row |= {"n generated (images)": f.get("n_generated"), "n reference (images)": f.get("n_reference"),
                     "reference split": reference}
             if has["prdc"]:
@@ -381,7 +385,12 @@ def sample_quality(records: list[dict], evaluator: dict | None, ties: set = froz
                              f"{spaces['pixels']['description']} ({spaces['pixels']['dim']}-d)."
                              + "".join(f" Rank agreement of {a['metric'].upper()} between the two spaces: Kendall's "
                                        f"tau {a['kendall_tau']:.2f} over {a['n_models']} models (p = {a['p']:.2g})."
-                                       for a in comparisons.get("rank_agreement") or []))
+                                       for a in comparisons.get("rank_agreement") or [] if a["spaces"][1] == "pixels"))
+            for space in extra_spaces:
+                notes.append(f"FID {space}: {spaces[space]['description']} ({spaces[space]['dim']}-d)."
+                             + "".join(f" Kendall's tau of {a['metric'].upper()} with the evaluator space: "
+                                       f"{a['kendall_tau']:.2f} over {a['n_models']} models (p = {a['p']:.2g})."
+                                       for a in comparisons.get("rank_agreement") or [] if a["spaces"][1] == space))
         else:
             notes = [*interval_notes(rows),
                      f"Fréchet distance between generated images and the reference split in the {fmt(feature_dim)}-d "
@@ -466,6 +475,15 @@ def _scaled(value: Any, factor: float) -> Any:
         return value
     times = lambda v: None if v is None else v * factor  # noqa: E731
     return Est(value.mean * factor, times(value.low), times(value.high), value.n_seeds, value.method, value.tied)
+
+
+def _verdict_est(comparisons: dict | None, metric: str, model: str) -> Est | None:
+    entry = (((comparisons or {}).get("metrics") or {}).get(metric) or {}).get("groups", {}).get("all", {}) \
+        .get("models", {}).get(model)
+    if not entry:
+        return None
+    return Est(entry["value"], entry["low"], entry["high"], entry.get("n_seeds"),
+               "percentile bootstrap over seeds and generated samples drawn together", bool(entry["tied"]))
 
 
 def _cell(entry: dict, factor: float = 1.0) -> str:
