@@ -131,7 +131,10 @@ def apply_verdicts(records: list[dict], comparisons: dict | None) -> list[dict]:
                                          f"together, {comparisons['n_resamples']} resamples"}
         copying = ((comparisons or {}).get("copying") or {}).get("models", {}).get(record["model"])
         if copying:
+            from genbench.stats import summarise
+
             _put(record, FIELDS["copying_ct"], copying["ct"])
+            intervals[FIELDS["copying_ct"]] = summarise(copying["per_seed"])  # a test statistic per seed: t interval
             for seed_record, value in zip(record.get("per_seed") or [], copying["per_seed"]):
                 _put(seed_record, FIELDS["copying_ct"], value)
         out.append(record)
