@@ -465,3 +465,38 @@ def test_comparison_plots_for_dvc_and_the_page_carry_the_leaderboard_intervals(r
     assert 'src="figures/compare-accuracy.svg"' in page and 'id="at-a-glance"' in page and 'href="#at-a-glance"' in page
     svg = (digits / "figures" / "compare-accuracy.svg").read_text()
     assert "test accuracy (higher is better)" in svg and "cnn ★" in svg  # tied-best models starred in the figure
+
+
+def test_real_data_reference_row_reads_like_a_model_row_and_leaves_protocol_columns_to_a_note():
+    """The compare stage's real-data row: formatted with the models' decimals, scaled x10^3 like them, not ranked,
+    and its empty protocol cells do not keep a constant column (reference split, n) in the table."""
+    from genbench.report.records import normalise
+    from genbench.report.sections import metric_sections
+
+    vae = copy.deepcopy(records()["vae"])
+    gnb = copy.deepcopy(records()["gaussian_nb"])
+    for rec, kid in ((vae, 0.0021), (gnb, 0.0087)):
+        rec["summary"]["kid"] = {"value": kid}
+        for one in rec["per_seed"]:
+            one["kid"] = {"value": kid}
+        rec["summary"]["fid"]["value"] /= 1000
+        for one in rec["per_seed"]:
+            one["fid"]["value"] /= 1000
+        rec["intervals"].pop("fid.value", None)
+    loaded = [normalise(rec, Path(f"results/digits/{rec['model']}/summary.json")) for rec in (vae, gnb)]
+    comparisons = {"feature_spaces": {"evaluator": {"dim": 64, "description": "unit-norm ReLU features"}},
+                   "real_data": {"n": 2000, "split": "train", "copying_ct": 0.1161,
+                                 "metrics": {"fid": {"value": 0.0027731, "low": 0.0017761, "high": 0.0043532},
+                                             "kid": {"value": -0.0000433, "low": -0.0000644, "high": 0.0000128}},
+                                 "description": "2000 real training images in place of a model's samples"}}
+    evaluator = {"sha256": SHA, "feature_dim": 64}
+    quality = next(s for s in metric_sections(loaded, evaluator, reference_sha=SHA, comparisons=comparisons)
+                   if s.title.startswith("Sample quality"))
+    table = quality.table
+    assert list(table["model"])[0] == "real data (reference)"  # on top, whatever its value
+    real = table.iloc[0]
+    assert real["FID ×10³ ↓"].startswith("2.8 [1.8, 4.4]")  # the models' one decimal, scaled by 1000
+    assert real["KID ×10³ ↓"] == "-0.04 [-0.06, 0.01]"
+    assert "reference split" not in table.columns and "n reference (images)" not in table.columns
+    assert any(n.startswith("Every row:") and "reference split test" in n for n in quality.notes)
+    assert any("Reference row (not ranked): 2000 real training images" in n for n in quality.notes)

@@ -167,25 +167,30 @@ def format_columns(table: pd.DataFrame) -> pd.DataFrame:
     return pd.DataFrame(out, columns=table.columns)
 
 
-def ranked_table(rows: list[dict[str, Any]], by: str, *, ascending: bool) -> pd.DataFrame:
-    """Sort raw rows by their main metric (missing values last), then format every cell."""
+def ranked_table(rows: list[dict[str, Any]], by: str, *, ascending: bool,
+                 first: list[dict[str, Any]] = ()) -> pd.DataFrame:
+    """Sort raw rows by their main metric (missing values last), put the unranked `first` rows (references)
+    on top, then format every cell, so a reference shows the same decimals as the models."""
     keys = list(dict.fromkeys(k for row in rows for k in row))
     # object columns: a count with a missing cell must stay an integer, not become a float with NaN
-    table = pd.DataFrame({k: pd.Series([row.get(k) for row in rows], dtype=object) for k in keys})
-    table = table.sort_values(by, ascending=ascending, na_position="last", kind="stable",
-                              key=lambda column: pd.to_numeric(column.map(_mean), errors="coerce"))
+    frame = lambda some: pd.DataFrame({k: pd.Series([row.get(k) for row in some], dtype=object) for k in keys})  # noqa: E731
+    table = frame(rows).sort_values(by, ascending=ascending, na_position="last", kind="stable",
+                                    key=lambda column: pd.to_numeric(column.map(_mean), errors="coerce"))
+    if first:
+        table = pd.concat([frame(first), table])
     return format_columns(table.reset_index(drop=True))
 
 
 def drop_constant_columns(section: Section) -> None:
     """Protocol columns with one value in every row (split, n, reference split, ...) become one note line."""
-    table = section.table
-    if table is None or len(table) < 2:
+    if section.table is None or len(section.table) < 2:
         return
+    # reference rows (real data, raw pixels) leave protocol cells empty: they do not count
+    table = section.table[~section.table["model"].astype(str).str.endswith("(reference)")]
     constant = [c for c in table.columns if c not in ("model", "kind") and "↑" not in c and "↓" not in c
                 and table[c].nunique() == 1 and table[c].iloc[0] != ""]
     if constant:
-        section.table = table.drop(columns=constant)
+        section.table = section.table.drop(columns=constant)
         section.notes.append("Every row: " + "; ".join(f"{c} {table[c].iloc[0]}" for c in constant) + ".")
 
 
@@ -371,7 +376,20 @@ def sample_quality(records: list[dict], evaluator: dict | None, ties: set = froz
                 row["CAS accuracy ↑"] = est(r, "cas.accuracy", "cas", ties)
                 row["CAS real ↑"] = est(r, "cas.real_accuracy")
             rows.append(row)
-        table = ranked_table(rows, fid_column, ascending=True)
+        matches_evaluator = evaluator is not None and evaluator.get("sha256") == sha
+        real = (comparisons or {}).get("real_data")
+        first = []
+        if matches_evaluator and real and "fid" in real.get("metrics", {}):
+            # A real-data row gives the scale: the values real images reach at the models' sample count. Not ranked.
+            names = {fid_column: "fid", KID_COLUMN: "kid", "FID pixels ↓": "fid_pixels", KID_PIXELS_COLUMN: "kid_pixels",
+                     **{f"{n} ↑": n for n in ("precision", "recall", "density", "coverage")}}
+            factors = {fid_column: scale, KID_COLUMN: SCALE, KID_PIXELS_COLUMN: SCALE}
+            first = [{"model": "real data (reference)",
+                      **{column: _real_est(real["metrics"][name], factors.get(column, 1.0)) for column, name in
+                         names.items() if column in rows[0] and name in real["metrics"]}}]
+            if "copying C_T (0: as new data)" in rows[0] and real.get("copying_ct") is not None:
+                first[0]["copying C_T (0: as new data)"] = Est(real["copying_ct"], None, None, 1, None, False)
+        table = ranked_table(rows, fid_column, ascending=True, first=first)
 
         spaces = (comparisons or {}).get("feature_spaces") or {}
         if "evaluator" in spaces and has["kid"]:
@@ -397,35 +415,23 @@ def sample_quality(records: list[dict], evaluator: dict | None, ties: set = froz
                      f"feature space of the {features} network (weights sha256 {short_hash(sha)}). Lower is better."]
         notes += resolvable_notes(comparisons, {"fid": "FID", "kid": "KID", "cas": "CAS"})
         section_warnings = []
-        matches_evaluator = evaluator is not None and evaluator.get("sha256") == sha
-        real = (comparisons or {}).get("real_data")
-        if matches_evaluator and real and "fid" in real.get("metrics", {}):
-            # A real-data row gives the scale: the values real images reach at the models' sample count. Not ranked.
-            names = {fid_column: "fid", KID_COLUMN: "kid", "FID pixels ↓": "fid_pixels", KID_PIXELS_COLUMN: "kid_pixels",
-                     **{f"{n} ↑": n for n in ("precision", "recall", "density", "coverage")}}
-            factors = {fid_column: scale, KID_COLUMN: SCALE, KID_PIXELS_COLUMN: SCALE}
-            row = {"model": "real data (reference)", "n generated (images)": fmt(real["n"]),
-                   "reference split": f"{real['split']} images in place of samples"}
-            row |= {column: _cell(real["metrics"][name], factors.get(column, 1.0)) for column, name in names.items()
-                    if column in table.columns and name in real["metrics"]}
-            if "copying C_T (0: as new data)" in table.columns:
-                row["copying C_T (0: as new data)"] = fmt(real.get("copying_ct"))
-            table = pd.concat([pd.DataFrame([row]), table], ignore_index=True).fillna("")
-            notes.append(f"Reference row (not ranked): {real['description']}; intervals as the models'.")
+        if first:
+            notes.append(f"Reference row (not ranked): {real['description']}; its intervals resample those images "
+                         "and the reference split as the models' do.")
         elif matches_evaluator and evaluator.get("reference_fid"):
             # A real-data row gives the scale: the FID two real samples of the data reach. Not ranked.
             reference = evaluator["reference_fid"]
             cell = fmt(reference.get("value"))
             if reference.get("low") is not None and reference.get("high") is not None:
                 cell += f" [{fmt(reference['low'])}, {fmt(reference['high'])}]"
-            row = {"model": "real data (reference)", "FID ↓": cell,
-                   "n generated (images)": fmt(reference.get("n_generated")),
-                   "n reference (images)": fmt(reference.get("n_reference")),
-                   "reference split": reference.get("reference_split", "")}
+            row = {"model": "real data (reference)", "FID ↓": cell}
             table = pd.concat([pd.DataFrame([row]), table], ignore_index=True).fillna("")
             if reference.get("method"):
                 notes.append(f"Reference row interval: {reference['method']}.")
-            notes.append(f"Reference row (not ranked): {reference.get('description', 'FID between real-data splits')}.")
+            sizes = (f" ({fmt(reference['n_generated'])} images against {fmt(reference['n_reference'])} of the "
+                     f"{reference.get('reference_split', '?')} split)" if reference.get("n_generated") else "")
+            notes.append(f"Reference row (not ranked): {reference.get('description', 'FID between real-data splits')}"
+                         f"{sizes}.")
         if matches_evaluator and evaluator.get("test_accuracy") is not None:
             notes.append(f"The feature network classifies the test split with accuracy {fmt(evaluator['test_accuracy'])}.")
         if evaluator is not None and not matches_evaluator:
@@ -484,6 +490,13 @@ def _verdict_est(comparisons: dict | None, metric: str, model: str) -> Est | Non
         return None
     return Est(entry["value"], entry["low"], entry["high"], entry.get("n_seeds"),
                "percentile bootstrap over seeds and generated samples drawn together", bool(entry["tied"]))
+
+
+def _real_est(entry: dict, factor: float = 1.0) -> Est:
+    """A real-data reference cell (one draw of real images, percentile bootstrap over images)."""
+    scaled = lambda v: None if v is None else v * factor  # noqa: E731
+    return Est(entry["value"] * factor, scaled(entry.get("low")), scaled(entry.get("high")), 1,
+               "percentile bootstrap over images", False)
 
 
 def _cell(entry: dict, factor: float = 1.0) -> str:
