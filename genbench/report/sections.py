@@ -186,7 +186,11 @@ def drop_constant_columns(section: Section) -> None:
     if section.table is None or len(section.table) < 2:
         return
     # reference rows (real data, raw pixels) leave protocol cells empty: they do not count
-    table = section.table[~section.table["model"].astype(str).str.endswith("(reference)")]
+    table = section.table
+    if "model" in table.columns:
+        table = table[~table["model"].astype(str).str.endswith("(reference)")]
+    if len(table) < 2:
+        return
     constant = [c for c in table.columns if c not in ("model", "kind") and "↑" not in c and "↓" not in c
                 and table[c].nunique() == 1 and table[c].iloc[0] != ""]
     if constant:
