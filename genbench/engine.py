@@ -37,6 +37,7 @@ import subprocess
 import sys
 import tempfile
 import time
+import uuid
 from pathlib import Path
 from typing import Any, Callable
 
@@ -541,8 +542,6 @@ def _prefetch(dask: Any, pipeline: Path, current: str, params: dict) -> None:
     """Submit the other stale model and study stages of this pipeline (they depend on none of each other)."""
     import yaml
 
-    from distributed import Future
-
     lock_path = pipeline.with_name("dvc.lock")
     lock = yaml.load(lock_path.read_text(), Loader=getattr(yaml, "CSafeLoader", yaml.SafeLoader)) \
         if lock_path.exists() else {}
@@ -560,8 +559,17 @@ def _prefetch(dask: Any, pipeline: Path, current: str, params: dict) -> None:
         key = stage_key(stage, params)
         if f"genbench-{key}" in published or (staging_dir() / key).exists():
             continue
-        future: Future = dask.submit(run_staged, kind, parts[2:], key, key=f"stage-{key}", pure=False)
-        dask.publish_dataset(future, name=f"genbench-{key}")
+        _publish(dask, kind, parts[2:], key)
+
+
+def _publish(dask: Any, stage: str, args: list[str], key: str, **options: Any) -> Any:
+    """Submit the stage's task and publish it under the stage's key, for whichever process installs it.
+    The task gets a key of its own: for a key it still holds, the scheduler would hand back the finished
+    task's result (a staging folder installed and gone) instead of computing anew."""
+    future = dask.submit(run_staged, stage, args, key, key=f"stage-{key}-{uuid.uuid4().hex[:12]}", pure=False,
+                         **options)
+    dask.publish_dataset(future, name=f"genbench-{key}")
+    return future
 
 
 def _install(staged: Path, stage: dict) -> None:
@@ -627,17 +635,17 @@ def _compute(stage: str, args: list[str], key: str, pipeline: Path, cmd: str, pa
     with client() as dask:
         dask.subscribe_topic(f"genbench-stage-{key}", lambda event: print(event[1], flush=True))
         name = f"genbench-{key}"
+        # Submitted by another stage's look-ahead, or by a run killed before it could install: wait for that.
         future = dask.get_dataset(name) if name in dask.list_datasets() else None
-        if future is not None and future.done() and not (staging_dir() / key).exists():
-            dask.unpublish_dataset(name)  # computed and installed before (forced reruns): compute anew
-            future = None
         if future is None:  # ahead of the look-ahead's stages: `dvc repro` is waiting for this one
-            future = dask.submit(run_staged, stage, args, key, key=f"stage-{key}", pure=False, priority=1)
-            dask.publish_dataset(future, name=name)
+            future = _publish(dask, stage, args, key, priority=1)
         if stage in (*PREFETCHED, *FOLLOWERS.values()) and os.environ.get("GENBENCH_PREFETCH", "1") != "0":
             _prefetch(dask, pipeline, cmd, params)
         try:
             future.result()
+            if not (staging_dir() / key).exists():  # that task's outputs were installed before, by a run in
+                dask.unpublish_dataset(name)        # this engine's lifetime (forced, or outputs removed): anew
+                _publish(dask, stage, args, key, priority=1).result()
         except KilledWorker as error:
             raise EngineError(_killed(error)) from None
         except (CancelledError, OSError) as error:

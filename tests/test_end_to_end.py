@@ -201,6 +201,21 @@ def test_noop_repro_runs_nothing(repo):
     assert "Running stage" not in output, output
 
 
+def test_stages_rerun_soon_after_on_the_same_engine_compute_anew(repo):
+    """The engine outlives a `dvc repro` (until 120 s idle): a stage computed and installed, then run again
+    (outputs removed, or forced) must compute anew, not be handed the finished task's staging folder, which
+    its install moved away. Two model stages, so that one of them is submitted by the other's look-ahead."""
+    models = ("knn", "logistic_regression")
+    for _ in range(2):
+        for model in models:
+            for output in ("model", "raw", "samples"):
+                shutil.rmtree(repo / "results" / "digits" / model / output)
+        ran = _ran(_dvc(repo, "repro", "--no-run-cache", *(f"pipelines/digits/dvc.yaml:{m}" for m in models)).stdout)
+        assert ran - {"check"} == set(models)
+        assert all((repo / "results" / "digits" / m / "raw" / "stage.json").is_file() for m in models)
+    _dvc(repo, "repro")  # their summaries, the comparison and the report, for the tests after this one
+
+
 def test_misspelt_model_gets_genbenchs_message_before_any_work(repo):
     """DVC would stop first with "Parameters 'models.vae' are missing"; the check stage runs before every other."""
     original = (repo / "params.yaml").read_text()
