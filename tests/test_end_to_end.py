@@ -213,7 +213,8 @@ def test_stages_rerun_soon_after_on_the_same_engine_compute_anew(repo):
         ran = _ran(_dvc(repo, "repro", "--no-run-cache", *(f"pipelines/digits/dvc.yaml:{m}" for m in models)).stdout)
         assert ran - {"check"} == set(models)
         assert all((repo / "results" / "digits" / m / "raw" / "stage.json").is_file() for m in models)
-    _dvc(repo, "repro")  # their summaries, the comparison and the report, for the tests after this one
+        _dvc(repo, "repro")  # their summaries (staged by the model tasks), the comparison and the report
+    assert not list((repo / ".genbench" / "staging").iterdir()), "staged work left behind"
 
 
 def test_misspelt_model_gets_genbenchs_message_before_any_work(repo):
