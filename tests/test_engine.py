@@ -223,13 +223,11 @@ def _on_every_worker(client, function, *args, attempts: int = 10) -> dict:
     list a dead one for a moment after wait_for_workers returns (seen once on a slow machine: CommClosedError)."""
     import time
 
-    from distributed.comm.core import CommClosedError
-
     for attempt in range(attempts):
         client.wait_for_workers(engine._cpu_workers(), timeout=120)
         try:
             return client.run(function, *args)
-        except (CommClosedError, OSError):
+        except OSError:  # distributed's CommClosedError is one
             if attempt == attempts - 1:
                 raise
             time.sleep(3)
