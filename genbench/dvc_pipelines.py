@@ -10,6 +10,16 @@ dependencies are derived from what its code imports (`module_files`), which DVC'
 express: a model stage depends on exactly the genbench files its model and the shared runner import,
 so editing one model's file or params reruns that model and its dataset's report only.
 
+Why each stage lists one code manifest and reads its params from JSON: DVC's own work per stage grows with
+the number of deps it hashes and with parsing params.yaml (ruamel's round-trip loader, once for each stage
+with params). So the `check` stage, upstream of every other, writes `pipelines/code/<stage code>.sha256`
+(`sha256  path` per file the stage runs, as sha256sum prints them) and `pipelines/params.json` (params.yaml's
+values), each rewritten only when its bytes change: a stage depends on its manifest, which changes exactly when
+a file it runs changes, and on the params keys it reads, which change exactly when params.yaml's values do.
+A no-op `dvc repro` of digits took 5.0 s with a dep per file and params.yaml, 3.0 s so
+(benchmarks/noop_layouts.py). The price: `dvc status` names the stale stages only once `check` has run
+(`uv run dvc repro check`); before, it names `check` alone.
+
 Static analysis: every `import genbench...` / `from genbench... import ...` anywhere in a module
 (function-level imports included) counts; imports named by strings (the registries' importlib calls,
 the CLI's stage table) are added explicitly from `ENTRY_MODULES` and the model name. A stage run by hand
@@ -21,6 +31,8 @@ from __future__ import annotations
 
 import ast
 import functools
+import hashlib
+import json
 import sys
 from pathlib import Path
 from typing import Any
@@ -141,6 +153,39 @@ def stage_code(kind: str, model: str | list[str] | None = None) -> list[str]:
                   - set(HARNESS))
 
 
+# Written by the `check` stage: one manifest of code per distinct stage code, params.yaml's values as JSON.
+CODE_DIR = "pipelines/code"
+PARAMS_FILE = "pipelines/params.json"
+
+
+def code_manifest(kind: str, model: str | list[str] | None = None) -> str:
+    """The manifest file that stands for `stage_code(kind, model)` in a stage's deps."""
+    names = [model] if isinstance(model, str) else list(dict.fromkeys(model or []))
+    return f"{CODE_DIR}/{'-'.join([kind, *names])}.sha256"
+
+
+def manifest_files(codes: list[str], root: str | Path = REPO_ROOT) -> list[str]:
+    """A stage's code as files: folders (the report's templates) expanded."""
+    root = Path(root)
+    files = set()
+    for code in codes:
+        path = root / code
+        files |= ({str(p.relative_to(root)) for p in path.rglob("*") if p.is_file() and "__pycache__" not in p.parts}
+                  if path.is_dir() else {code})
+    return sorted(files)
+
+
+def manifest_text(codes: list[str], root: str | Path = REPO_ROOT) -> str:
+    """`sha256  path` per file, as sha256sum prints them (`sha256sum -c` checks a manifest)."""
+    return "".join(f"{hashlib.sha256((Path(root) / f).read_bytes()).hexdigest()}  {f}\n"
+                   for f in manifest_files(codes, root))
+
+
+def params_text(params: dict[str, Any]) -> str:
+    """params.yaml's values as the JSON the stages' `params:` point DVC at (parsed once per run, not per stage)."""
+    return json.dumps(params, sort_keys=True, indent=1) + "\n"
+
+
 # --- the files ------------------------------------------------------------------------------------
 
 
@@ -157,28 +202,31 @@ def _persisted(outputs: list) -> list:
 
 def _stage(cmd: str, deps: list[str], params: list[str], outs: list, **extra: Any) -> dict:
     stage = {"wdir": "../..", "cmd": cmd, "deps": deps}
-    stage.update({key: value for key, value in (("params", params), ("outs", _persisted(outs))) if value})
+    stage.update({key: value for key, value in (("params", [{PARAMS_FILE: params}] if params else []),
+                                                ("outs", _persisted(outs))) if value})
     stage.update({key: _persisted(value) for key, value in extra.items()})
     return stage
 
 
-# Written by the root pipeline's `check` stage with the same bytes every time, so that depending on it orders
-# the check first without ever invalidating what depends on it.
-CHECKED = "pipelines/params.checked"
-CHECKED_TEXT = ("params.yaml was checked: every dataset and model under it is registered, and the generated "
-                "pipelines are current.\n")
-
-
 def dataset_pipeline(dataset: str, models: list[str], overrides: dict | None = None,
                      studies: dict[str, list[str]] | None = None, classifier: str | None = None,
-                     settings: dict | None = None, feature_networks: dict | None = None) -> dict:
-    """`overrides`: params.yaml's `overrides.<dataset>`; a stage tracks the override keys it reads.
+                     settings: dict | None = None, feature_networks: dict | None = None,
+                     codes: dict[str, list[str]] | None = None) -> dict:
+    """`codes`: filled with manifest path -> the files it lists, for each stage code used here.
+    `overrides`: params.yaml's `overrides.<dataset>`; a stage tracks the override keys it reads.
     `studies`: study -> its models (genbench.studies.study_models); `classifier`: the augmentation classifier;
     `settings`: `datasets.<dataset>` without `enabled` (genbench.params.dataset_settings); `feature_networks`:
     params.yaml's user-weighted feature networks {name: weights file}, which the compare stage reads."""
     overrides = overrides or {}
     settings = settings or {}
     studies = studies or {}
+    codes = {} if codes is None else codes
+
+    def code(kind: str, model: str | list[str] | None = None) -> str:
+        manifest = code_manifest(kind, model)
+        codes[manifest] = stage_code(kind, model)
+        return manifest
+
     tracked = {key: [f"overrides.{dataset}.{key}"] if key in overrides else [] for key in ("evaluator", "protocol")}
 
     def model_params(model: str) -> list[str]:
@@ -197,13 +245,13 @@ def dataset_pipeline(dataset: str, models: list[str], overrides: dict | None = N
     data = path(at.data(dataset))
     pinned = [path(at.evaluator(dataset) / "evaluator.pt"), path(at.evaluator(dataset) / "evaluator.json")]
     stages = {
-        # depends on CHECKED: a misspelt or removed model gets genbench's message before DVC's "missing params"
+        # its code manifest comes from `check`: a misspelt or removed model gets genbench's message first
         # each setting of datasets.<dataset> but `enabled`: turning a dataset off and on reruns nothing
-        "prepare": _stage(f"python stages/prepare.py {dataset}", [*stage_code("prepare"), CHECKED],
+        "prepare": _stage(f"python stages/prepare.py {dataset}", [code("prepare")],
                           ["data_seed", *(f"datasets.{dataset}.{key}" for key in settings)], [data]),
         # The evaluator's weights are a committed input (pinned): the stage checks that they match the data
         # and recipe, and writes the real-data FID floor; `genbench evaluator <dataset> --retrain` trains them.
-        "evaluator": _stage(f"python stages/evaluator.py {dataset}", [*stage_code("evaluator"), data, *pinned],
+        "evaluator": _stage(f"python stages/evaluator.py {dataset}", [code("evaluator"), data, *pinned],
                             ["data_seed", "device", "evaluator", *tracked["evaluator"], "seeds", "protocol",
                              *tracked["protocol"]],  # seeds, protocol: the real-data FID floor (reference.json)
                             [{path(at.reference(dataset)): {"cache": False}}]),
@@ -212,7 +260,7 @@ def dataset_pipeline(dataset: str, models: list[str], overrides: dict | None = N
         stages[model] = _stage(
             f"python stages/model.py {dataset} {model}",
             # the pinned network, not the real-data floor (reference.json), a statistic the models never read
-            [*stage_code("model", model), data, *pinned],
+            [code("model", model), data, *pinned],
             ["seeds", "device", "protocol", *tracked["protocol"], *model_params(model)],
             [path(at.model(dataset, model)), path(at.raw(dataset, model)),
              {path(at.samples(dataset, model)): {"cache": False}}],
@@ -220,7 +268,7 @@ def dataset_pipeline(dataset: str, models: list[str], overrides: dict | None = N
         )
         # statistics from the stored raw outputs: a changed statistic reruns this, not the training
         stages[f"summary-{model}"] = _stage(
-            f"python stages/summary.py {dataset} {model}", [*stage_code("summary"), path(at.raw(dataset, model))],
+            f"python stages/summary.py {dataset} {model}", [code("summary"), path(at.raw(dataset, model))],
             [], [], metrics=[{path(at.metrics(dataset, model)): {"cache": False}}])
     study_outputs = []
     for study, names in studies.items():
@@ -228,7 +276,7 @@ def dataset_pipeline(dataset: str, models: list[str], overrides: dict | None = N
             fitted = [model] if study == "learning_curve" else [m for m in (model, classifier) if m != "real_only"]
             out = path(at.study(dataset, study, model))
             stages[f"{study}-{model}"] = _stage(
-                f"python stages/{study}.py {dataset} {model}", [*stage_code(study, fitted), data],
+                f"python stages/{study}.py {dataset} {model}", [code(study, fitted), data],
                 ["seeds", "device", *study_params(study), *(p for m in fitted for p in model_params(m))],
                 [{out: {"cache": False}}])
             study_outputs.append(out)
@@ -237,12 +285,12 @@ def dataset_pipeline(dataset: str, models: list[str], overrides: dict | None = N
 
     stages["compare"] = _stage(
         f"python stages/compare.py {dataset}",
-        [*stage_code("compare"), data, *pinned, *(path(at.raw(dataset, m)) for m in models),
+        [code("compare"), data, *pinned, *(path(at.raw(dataset, m)) for m in models),
          *(str(w) for w in (feature_networks or {}).values())],
         ["models", "protocol", *tracked["protocol"], *(["feature_networks"] if feature_networks else [])], [], metrics=[{path(at.results(dataset) / COMPARISONS): {"cache": False}}])
     stages["report"] = _stage(
         f"python stages/report.py {dataset}",
-        [*stage_code("report"), path(at.data(dataset) / "meta.json"), pinned[1], path(at.reference(dataset)),
+        [code("report"), path(at.data(dataset) / "meta.json"), pinned[1], path(at.reference(dataset)),
          *(path(p) for m in models for p in (at.metrics(dataset, m), at.samples(dataset, m), at.curve(dataset, m))),
          *study_outputs,
          # last: DVC walks a stage's deps in order, so each model's summary follows it and the comparison of all
@@ -262,18 +310,23 @@ def dataset_pipeline(dataset: str, models: list[str], overrides: dict | None = N
     return {"stages": stages, "plots": plots}
 
 
-def root_pipeline(datasets: list[str]) -> dict:
-    """`datasets`: those the entry page shows (genbench.params.index_datasets), built here or committed."""
+def root_pipeline(datasets: list[str], codes: dict[str, list[str]] | None = None) -> dict:
+    """`datasets`: those the entry page shows (genbench.params.index_datasets), built here or committed.
+    `codes`: every manifest the dataset pipelines use (dataset_pipeline); the index's is added."""
+    codes = {} if codes is None else codes
+    codes[code_manifest("index")] = stage_code("index")
+    # `check` writes the manifests, so it depends on every file they list, and on params.yaml as a file: it
+    # writes params.json (a comment edited there rewrites nothing, so reruns nothing downstream)
     check = {
         "cmd": "python stages/check.py",
-        "deps": stage_code("check"),
-        "params": ["datasets", "models"],
-        "outs": [{CHECKED: {"cache": False, "persist": True}}],  # kept when a check fails: its bytes never change
+        "deps": sorted({*stage_code("check"), *(f for c in codes.values() for f in c), "params.yaml"}),
+        # kept when a check fails, and rewritten only where their bytes change
+        "outs": [{out: {"cache": False, "persist": True}} for out in (CODE_DIR, PARAMS_FILE)],
     }
     index = {
         "cmd": "python stages/index.py",
-        "deps": [*stage_code("index"), *(f"reports/{d}/summary.json" for d in datasets)],
-        "params": ["datasets"],
+        "deps": [code_manifest("index"), *(f"reports/{d}/summary.json" for d in datasets)],
+        "params": [{PARAMS_FILE: ["datasets"]}],
         "outs": [{"reports/index.html": {"cache": False, "persist": True}}],
     }
     return {"stages": {"check": check, "index": index}}
@@ -286,21 +339,31 @@ def _dump(pipeline: dict) -> str:
 def expected_files(params: dict[str, Any], root: str | Path = REPO_ROOT) -> dict[str, str]:
     """Repository-relative path -> content of every generated dvc.yaml: one pipeline per enabled dataset;
     the root one's entry page also reads the committed reports of datasets turned off (under `root`)."""
+    return _generate(params, root)[0]
+
+
+def stage_codes(params: dict[str, Any], root: str | Path = REPO_ROOT) -> dict[str, list[str]]:
+    """Manifest path -> the files it lists, for every stage of the generated pipelines."""
+    return _generate(params, root)[1]
+
+
+def _generate(params: dict[str, Any], root: str | Path) -> tuple[dict[str, str], dict[str, list[str]]]:
     from genbench.params import (check_selection, dataset_params, dataset_settings, enabled_datasets, index_datasets,
                                    overrides_of)
     from genbench.studies import STUDIES, settings, study_models
 
     check_selection(params)
     datasets, models = enabled_datasets(params), list(params.get("models") or {})
-    files = {"dvc.yaml": _dump(root_pipeline(index_datasets(params, Path(root) / "reports")))}
+    files, codes = {}, {}
     for dataset in datasets:
         studies = {study: study_models(params, dataset, study) for study in STUDIES}
         classifier = settings(dataset_params(params, dataset), "augmentation")["classifier"]
         files[f"pipelines/{dataset}/dvc.yaml"] = _dump(dataset_pipeline(dataset, models, overrides_of(params, dataset),
                                                                          studies, classifier,
                                                                          dataset_settings(params, dataset),
-                                                                         params.get("feature_networks") or {}))
-    return files
+                                                                         params.get("feature_networks") or {}, codes))
+    files = {"dvc.yaml": _dump(root_pipeline(index_datasets(params, Path(root) / "reports"), codes)), **files}
+    return files, codes
 
 
 def stale_files(params: dict[str, Any], root: str | Path = REPO_ROOT) -> list[str]:
@@ -344,12 +407,27 @@ def check_current(params: dict[str, Any], root: str | Path = ".") -> None:
                           "renamed, turned on or off, or a module's imports changed): run `uv run genbench pipelines`, then `uv run dvc repro`")
 
 
+def check_outputs(params: dict[str, Any], root: str | Path = REPO_ROOT) -> dict[str, str]:
+    """Repository-relative path -> content of what `check` writes: every code manifest, and params.json."""
+    codes = stage_codes(params, root)
+    return {**{m: manifest_text(c, root) for m, c in sorted(codes.items())}, PARAMS_FILE: params_text(params)}
+
+
 def run_check(params: dict[str, Any], root: str | Path = ".") -> None:
-    """The `check` stage, upstream of every other: `check_current`, then the constant CHECKED file."""
+    """The `check` stage, upstream of every other: `check_current`, then its outputs (check_outputs), each
+    written only when its bytes change (a rewritten manifest would rerun its stages for nothing), and the
+    manifests no stage uses any more removed."""
     from genbench.io import write_text
 
+    root = Path(root)
     check_current(params, root)
-    write_text(Path(root) / CHECKED, CHECKED_TEXT)
+    expected = check_outputs(params, root)
+    for path, text in expected.items():
+        if not (root / path).exists() or (root / path).read_text() != text:
+            write_text(root / path, text)
+    for manifest in (root / CODE_DIR).glob("*.sha256"):
+        if str(manifest.relative_to(root)) not in expected:
+            manifest.unlink()
 
 
 def check_declared(kind: str, dataset: str | None, model: str | None, root: str | Path = ".") -> None:
@@ -366,7 +444,15 @@ def check_declared(kind: str, dataset: str | None, model: str | None, root: str 
     stage = (yaml.safe_load(pipeline.read_text()).get("stages") or {}).get(stage_name)
     if stage is None:
         raise ConfigError(f"{pipeline} has no stage '{stage_name}': run `uv run genbench pipelines`")
-    declared = {d for d in stage.get("deps", []) if isinstance(d, str)}
+    declared = set()
+    for dep in (d for d in stage.get("deps", []) if isinstance(d, str)):
+        if dep.startswith(f"{CODE_DIR}/"):  # a code manifest: the files it lists (`sha256  path` lines)
+            manifest = root / dep
+            if not manifest.exists():
+                raise ConfigError(f"{manifest} is missing: run `uv run dvc repro check`, which writes it")
+            declared |= {line.split("  ", 1)[1] for line in manifest.read_text().splitlines() if line}
+        else:
+            declared.add(dep)
     used = set()
     for name, module in list(sys.modules.items()):
         file = getattr(module, "__file__", None)

@@ -436,6 +436,15 @@ def _content_hash(path: Path) -> str:
     return digest.hexdigest()
 
 
+def _param_keys(stage: dict) -> list[str]:
+    """A stage's params keys: listed bare (params.yaml) or under the file DVC reads them from (params.json,
+    a copy of params.yaml's values that the `check` stage writes)."""
+    keys: list[str] = []
+    for entry in stage.get("params", []):
+        keys += [entry] if isinstance(entry, str) else [k for listed in entry.values() for k in listed]
+    return keys
+
+
 def stage_key(stage: dict, params: dict, root: Path = REPO_ROOT) -> str:
     """What a stage's outputs are a function of: its command, its deps' content, its params' values.
     `root`: a staging folder whose outputs stand in for the installed ones (a follower's key)."""
@@ -443,7 +452,7 @@ def stage_key(stage: dict, params: dict, root: Path = REPO_ROOT) -> str:
         return root / dep if (root / dep).exists() else REPO_ROOT / dep
 
     identity = [stage["cmd"], [(d, _content_hash(located(d))) for d in stage.get("deps", [])],
-                [(p, _lookup(params, p)) for p in stage.get("params", [])]]
+                [(p, _lookup(params, p)) for p in _param_keys(stage)]]
     return hashlib.sha256(json.dumps(identity, sort_keys=True, default=str).encode()).hexdigest()[:24]
 
 
@@ -520,7 +529,7 @@ def _stale(stage: dict, lock: dict, params: dict) -> bool:
         elif not path.exists() or hashlib.md5(path.read_bytes()).hexdigest() != dep.get("md5"):
             return True
     recorded = {k: v for values in (entry.get("params") or {}).values() for k, v in values.items()}
-    return any(_plain(recorded.get(p)) != _plain(_lookup(params, p)) for p in stage.get("params", []))
+    return any(_plain(recorded.get(p)) != _plain(_lookup(params, p)) for p in _param_keys(stage))
 
 
 def _plain(value: Any) -> Any:

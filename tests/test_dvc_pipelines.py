@@ -8,10 +8,22 @@ import pytest
 import yaml
 
 from genbench.config import ConfigError, load_params
-from genbench.dvc_pipelines import (HARNESS, _imports, check_declared, expected_files, module_files, stage_code,
-                                    stale_files)
+from genbench.dvc_pipelines import (CODE_DIR, HARNESS, PARAMS_FILE, _imports, check_declared, check_outputs,
+                                    code_manifest, expected_files, module_files, run_check, stage_code, stage_codes,
+                                    stale_files, write_pipelines)
 
 ROOT = Path(__file__).resolve().parents[1]
+
+
+def resolved(stages: dict, codes: dict[str, list[str]]) -> dict:
+    """Generated stages with each code manifest replaced by the files it stands for, and params as bare keys."""
+    out = {}
+    for name, stage in stages.items():
+        deps = [f for d in stage["deps"] for f in (codes[d] if d in codes else [d])]
+        params = [k for entry in stage.get("params", []) for k in ([entry] if isinstance(entry, str) else
+                                                                    [k for keys in entry.values() for k in keys])]
+        out[name] = {**stage, "deps": deps, "params": params}
+    return out
 
 
 def test_committed_pipelines_match_params_and_imports():
@@ -60,10 +72,70 @@ def test_no_result_depends_on_the_harness(kind, model):
 
 
 def test_the_harness_is_no_stage_dependency_in_the_committed_pipelines():
+    """Read through the committed code manifests, as DVC hashes them."""
+    codes = {str(p.relative_to(ROOT)): [line.split("  ", 1)[1] for line in p.read_text().splitlines()]
+             for p in (ROOT / CODE_DIR).glob("*.sha256")}
     for path in [ROOT / "dvc.yaml", *ROOT.glob("pipelines/*/dvc.yaml")]:
-        for name, stage in yaml.safe_load(path.read_text())["stages"].items():
+        for name, stage in resolved(yaml.safe_load(path.read_text())["stages"], codes).items():
             if name != "check":
                 assert not set(stage["deps"]) & set(HARNESS), (path, name)
+                assert "genbench/models/__init__.py" in stage["deps"], (path, name)  # the manifest was expanded
+
+
+def test_stages_list_their_code_manifest_and_read_params_from_the_json_copy():
+    params = load_params(ROOT / "params.yaml")
+    stages = yaml.safe_load(expected_files(params)["pipelines/digits/dvc.yaml"])["stages"]
+    codes = stage_codes(params)
+    assert stages["gmm"]["deps"][0] == code_manifest("model", "gmm") == "pipelines/code/model-gmm.sha256"
+    assert codes[code_manifest("model", "gmm")] == stage_code("model", "gmm")
+    assert stages["augmentation-cgan"]["deps"][0] == "pipelines/code/augmentation-cgan-cnn.sha256"
+    for name, stage in stages.items():
+        assert [d for d in stage["deps"] if d.startswith("genbench/") or d.startswith("stages/")] == [], name
+        assert all(set(entry) == {PARAMS_FILE} for entry in stage.get("params", [])), name
+    root = yaml.safe_load(expected_files(params)["dvc.yaml"])["stages"]
+    # check writes the manifests, so it depends on every file they list and on params.yaml
+    assert {f for files in codes.values() for f in files} | {"params.yaml"} <= set(root["check"]["deps"])
+    assert "params" not in root["check"]
+    assert [next(iter(o)) for o in root["check"]["outs"]] == [CODE_DIR, PARAMS_FILE]
+
+
+def test_check_writes_the_code_manifests_and_the_params_copy(tmp_path):
+    """Every manifest line is what sha256sum prints; params.json holds params.yaml's values; a second check
+    rewrites nothing (a rewritten manifest would rerun its stages); a manifest no stage uses goes."""
+    import hashlib
+    import json
+    import shutil
+
+    for name in ("params.yaml", "dvc.yaml", "stages"):
+        (shutil.copytree if (ROOT / name).is_dir() else shutil.copy)(ROOT / name, tmp_path / name)
+    shutil.copytree(ROOT / "genbench", tmp_path / "genbench", ignore=shutil.ignore_patterns("__pycache__"))
+    shutil.copytree(ROOT / "pipelines", tmp_path / "pipelines", ignore=shutil.ignore_patterns("*.lock", "code", "*.json"))
+    params = load_params(tmp_path / "params.yaml")
+    write_pipelines(params, tmp_path)  # the entry page lists no committed report here
+    (tmp_path / CODE_DIR).mkdir()
+    (tmp_path / CODE_DIR / "model-removed.sha256").write_text("0  genbench/models/removed.py\n")
+    run_check(params, tmp_path)
+    assert not (tmp_path / CODE_DIR / "model-removed.sha256").exists()
+    assert json.loads((tmp_path / PARAMS_FILE).read_text()) == yaml.safe_load((ROOT / "params.yaml").read_text())
+    written = sorted((tmp_path / CODE_DIR).glob("*.sha256"))
+    assert {str(p.relative_to(tmp_path)) for p in written} == set(stage_codes(params, tmp_path))
+    for manifest in written:
+        for line in manifest.read_text().splitlines():
+            digest, path = line.split("  ")
+            assert digest == hashlib.sha256((tmp_path / path).read_bytes()).hexdigest(), line
+    report = (tmp_path / CODE_DIR / "report.sha256").read_text()
+    assert "genbench/report/templates/" in report  # a folder the stage reads is listed file by file
+    stamps = {p: p.stat().st_mtime_ns for p in [*written, tmp_path / PARAMS_FILE]}
+    run_check(params, tmp_path)
+    assert {p: p.stat().st_mtime_ns for p in stamps} == stamps
+    # an edit to one model's file changes exactly the manifests of the stages that run it
+    with open(tmp_path / "genbench" / "models" / "gmm.py", "a") as f:
+        f.write("\n# edited\n")
+    before = {p.name: p.read_text() for p in written}
+    run_check(params, tmp_path)
+    changed = sorted(p.name for p in written if p.read_text() != before[p.name])
+    assert changed == ["augmentation-gmm-cnn.sha256", "learning_curve-gmm.sha256", "model-gmm.sha256"]
+    assert check_outputs(params, tmp_path)[PARAMS_FILE] == (tmp_path / PARAMS_FILE).read_text()
 
 
 def test_imports_are_found_anywhere_in_a_module(tmp_path):
@@ -93,6 +165,7 @@ def test_every_model_and_dataset_of_params_gets_a_stage():
                            *(f"summary-{m}" for m in params["models"]),
                            *(f"learning_curve-{m}" for m in classifiers),
                            *(f"augmentation-{m}" for m in [*generators, "real_only"])}
+    stages = resolved(stages, stage_codes(params))
     for model in params["models"]:
         assert f"models.{model}" in stages[model]["params"] and "seeds" in stages[model]["params"]
     # a study stage depends on its own models' files and params (the CNN classifies the augmented sets)
@@ -107,7 +180,7 @@ def test_every_model_and_dataset_of_params_gets_a_stage():
     assert "results/digits/comparisons.json" in stages["report"]["deps"]
     assert not any("comparisons" in d or "paired" in d for m in params["models"] for d in stages[m]["deps"])
     # Fashion-MNIST's CPU profile runs no study
-    fashion = yaml.safe_load(files["pipelines/fashion_mnist/dvc.yaml"])["stages"]
+    fashion = resolved(yaml.safe_load(files["pipelines/fashion_mnist/dvc.yaml"])["stages"], stage_codes(params))
     assert not any(name.startswith(("learning_curve-", "augmentation-")) for name in fashion)
     # a model stage stores raw outputs; its summary stage, reading them, writes the metrics record
     assert {"results/digits/gmm/raw": {"persist": True}} in stages["gmm"]["outs"] and "metrics" not in stages["gmm"]
@@ -142,6 +215,17 @@ def test_a_stage_that_imports_an_undeclared_file_fails(tmp_path):
     stage["deps"] = sorted(str(p.relative_to(ROOT)) for p in (ROOT / "genbench").rglob("*.py"))
     (tmp_path / "pipelines" / "digits" / "dvc.yaml").write_text(yaml.safe_dump({"stages": {"gmm": stage}}))
     check_declared("model", "digits", "gmm", root=tmp_path)
+    # the same files listed through a code manifest, as the generated pipelines list them
+    manifest = {"deps": [f"{CODE_DIR}/model-gmm.sha256", "results/digits/data"]}
+    (tmp_path / "pipelines" / "digits" / "dvc.yaml").write_text(yaml.safe_dump({"stages": {"gmm": manifest}}))
+    with pytest.raises(ConfigError, match=r"model-gmm.sha256 is missing: run `uv run dvc repro check`"):
+        check_declared("model", "digits", "gmm", root=tmp_path)
+    (tmp_path / CODE_DIR).mkdir()
+    (tmp_path / CODE_DIR / "model-gmm.sha256").write_text("".join(f"0  {f}\n" for f in stage["deps"][1:]))
+    with pytest.raises(ConfigError, match=r"imported \[.*genbench/__init__.py"):  # the first file left out
+        check_declared("model", "digits", "gmm", root=tmp_path)
+    (tmp_path / CODE_DIR / "model-gmm.sha256").write_text("".join(f"0  {f}\n" for f in stage["deps"]))
+    check_declared("model", "digits", "gmm", root=tmp_path)
 
 
 def _with_overrides(overrides: dict) -> dict:
@@ -161,8 +245,8 @@ def test_per_dataset_overrides_merge_and_are_tracked_by_the_stages_that_read_the
     assert fashion["models"]["gmm"] == params["models"]["gmm"]
     assert dataset_params(params, "digits") == params  # other datasets see params.yaml as it is
     files = expected_files(params)
-    fashion_stages = yaml.safe_load(files["pipelines/fashion_mnist/dvc.yaml"])["stages"]
-    digits_stages = yaml.safe_load(files["pipelines/digits/dvc.yaml"])["stages"]
+    fashion_stages = resolved(yaml.safe_load(files["pipelines/fashion_mnist/dvc.yaml"])["stages"], {})
+    digits_stages = resolved(yaml.safe_load(files["pipelines/digits/dvc.yaml"])["stages"], {})
     assert "overrides.fashion_mnist.models.vae" in fashion_stages["vae"]["params"]
     assert not any(p.startswith("overrides") for p in fashion_stages["gmm"]["params"])
     assert "overrides.fashion_mnist.evaluator" in fashion_stages["evaluator"]["params"]
@@ -225,7 +309,8 @@ def test_turning_a_dataset_on_changes_no_tracked_data_setting():
     params = _with_overrides({})
     params["datasets"]["fashion_mnist"] = {"enabled": True, "data_dir": "/nonexistent", "max_train": 10}
     prepare = yaml.safe_load(expected_files(params)["pipelines/fashion_mnist/dvc.yaml"])["stages"]["prepare"]
-    assert prepare["params"] == ["data_seed", "datasets.fashion_mnist.data_dir", "datasets.fashion_mnist.max_train"]
+    assert prepare["params"] == [{PARAMS_FILE: ["data_seed", "datasets.fashion_mnist.data_dir",
+                                                "datasets.fashion_mnist.max_train"]}]
 
 
 @pytest.mark.parametrize("value, message", [("yes", r"datasets.fashion_mnist.enabled' must be bool"),

@@ -135,8 +135,11 @@ def test_editing_one_model_reruns_only_that_model_and_the_reports(repo):
     params = yaml.safe_load((repo / "params.yaml").read_text())
     params["models"]["vae"]["latent_dim"] = 8
     (repo / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+    # the stages read params.json, which `check` writes from params.yaml: until it has run, only check is stale
+    assert {name.split(":")[-1] for name in json.loads(_dvc(repo, "status", "--json").stdout)} == {"check"}
+    _dvc(repo, "repro", "check")
     changed = {name.split(":")[-1] for name in json.loads(_dvc(repo, "status", "--json").stdout)}
-    assert "vae" in changed and changed <= {"check", "vae", "compare", "report", "index"}, changed
+    assert "vae" in changed and changed <= {"vae", "compare", "report", "index"}, changed
     # check: params.yaml's names, in a second; index: if the summary changed
     assert _ran(_dvc(repo, "repro").stdout) - {"check", "index"} == {"vae", "summary-vae", "compare", "report"}
 

@@ -192,6 +192,25 @@ def test_staleness_is_read_off_dvc_lock(tmp_path, monkeypatch):
     assert engine._stale({**stage, "name": "never_ran"}, lock, params)
 
 
+def test_params_listed_under_the_generated_params_file_count_as_the_same_keys(tmp_path, monkeypatch):
+    """The generated stages list their params under pipelines/params.json (genbench.dvc_pipelines): the key
+    and the staleness read the same values from params.yaml as for bare keys."""
+    stage = _stage_repo(tmp_path, monkeypatch)
+    listed = {**stage, "params": [{"pipelines/params.json": ["models.m"]}]}
+    params = {"models": {"m": {"k": 1}}}
+    assert engine.stage_key(listed, params) == engine.stage_key(stage, params)
+    assert engine.stage_key(listed, {"models": {"m": {"k": 2}}}) != engine.stage_key(listed, params)
+    for out in engine.outputs(stage):
+        (tmp_path / out).parent.mkdir(parents=True, exist_ok=True)
+        (tmp_path / out).write_text("{}")
+    lock = {"stages": {"prepare": {"outs": [{"path": "data", "md5": "d1.dir"}]},
+                       "m": {"deps": [{"path": "code.py", "md5": hashlib.md5(b"x = 1\n").hexdigest()},
+                                      {"path": "data", "md5": "d1.dir"}],
+                             "params": {"pipelines/params.json": {"models.m": {"k": 1}}}}}}
+    assert not engine._stale(listed, lock, params)
+    assert engine._stale(listed, lock, {"models": {"m": {"k": 2}}})
+
+
 def test_installing_staged_outputs_replaces_the_old_ones(tmp_path, monkeypatch):
     stage = _stage_repo(tmp_path, monkeypatch)
     old = tmp_path / "results" / "d" / "m" / "model"

@@ -87,10 +87,10 @@ def test_preparing_twice_writes_identical_bytes(tmp_path, monkeypatch):
     file name inside a torch archive), every downstream stage would rerun for nothing."""
     params = yaml.safe_load((ROOT / "params.yaml").read_text())
     first, second = tmp_path / "a", tmp_path / "b"
-    for root in (first, second):  # as the stage runs: from the repository root
+    for root in (first, second):  # as the engine runs it: from two clones, each named by its absolute path
         root.mkdir()
         monkeypatch.chdir(root)
-        run_prepare(params, "digits")
+        run_prepare(params, "digits", root=root)
     names = sorted(p.name for p in (first / "results" / "digits" / "data").iterdir())
     assert names == ["meta.json", "splits.pt"]
     for name in names:

@@ -30,10 +30,14 @@ def check_dataset_config(name: str, config: dict[str, Any] | None) -> dict[str, 
     return config
 
 
-def prepare(name: str, config: dict[str, Any] | None, out_dir: str | Path, *, seed: int) -> dict[str, Any]:
-    """Write `out_dir/splits.pt` and `out_dir/meta.json`; return the metadata."""
+def prepare(name: str, config: dict[str, Any] | None, out_dir: str | Path, *, seed: int,
+            downloads: str | Path | None = None) -> dict[str, Any]:
+    """Write `out_dir/splits.pt` and `out_dir/meta.json`; return the metadata. `downloads`: where a loader
+    keeps raw files when `config` names no `root`; not recorded, so the data hash the same in every clone."""
     config = check_dataset_config(name, config)
     loader_kwargs = {k: config[k] for k in ("data_dir", "download", "root") if k in config}
+    if downloads is not None:
+        loader_kwargs.setdefault("root", str(downloads))
     raw = get_loader(name)(**loader_kwargs)
     splits = make_splits(raw, config, seed=seed)
 
@@ -118,10 +122,10 @@ def run_prepare(params: dict[str, Any], dataset: str, root: str | Path = ".", ou
 
     check_selection(params, dataset=dataset)
     config = dataset_settings(params, dataset)
-    config.setdefault("root", str(Path(root) / "downloads"))  # raw files, outside the DVC outputs
-    # No timing in the output: the same data must hash the same, or every downstream stage reruns.
+    # No timing and no path of this clone in the output: the same data must hash the same, or every
+    # downstream stage reruns. Raw files go under downloads/, outside the DVC outputs.
     with atomic_directory(Paths(root if out is None else out).data(dataset)) as directory:
-        return prepare(dataset, config, directory, seed=data_seed_of(params))
+        return prepare(dataset, config, directory, seed=data_seed_of(params), downloads=Path(root) / "downloads")
 
 
 def fingerprint(directory: str | Path) -> tuple:
