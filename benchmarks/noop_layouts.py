@@ -16,6 +16,10 @@ copy's pipeline and records it with `dvc commit -f`, which would record results 
     # then, for each variant printed, e.g.:  cd /tmp/layouts/manifest+json && <venv>/bin/dvc repro
 
 It prints the copies it made; time them against the unchanged copy side by side (the README's rule).
+
+The generated pipelines have since taken the manifest+json layout (genbench.dvc_pipelines, one manifest per
+distinct stage code under pipelines/code/, written by `check`): run this on a workspace of a commit before
+that (b144ead) to compare the layouts again; on a current one, `baseline` is already manifest+json.
 """
 
 from __future__ import annotations
