@@ -32,6 +32,17 @@ def test_committed_pipelines_match_params_and_imports():
     assert stale_files(load_params(ROOT / "params.yaml"), ROOT) == []
 
 
+def test_committed_code_manifests_and_params_copy_are_current():
+    """Fails when code or params.yaml changed without `uv run dvc repro` (whose check stage rewrites them): the
+    committed results would then not be those of the committed code."""
+    expected = check_outputs(load_params(ROOT / "params.yaml"), ROOT)
+    stale = sorted(path for path, text in expected.items()
+                   if not (ROOT / path).exists() or (ROOT / path).read_text() != text)
+    unused = sorted(str(p.relative_to(ROOT)) for p in (ROOT / CODE_DIR).glob("*.sha256")
+                    if str(p.relative_to(ROOT)) not in expected)
+    assert (stale, unused) == ([], []), "run `uv run dvc repro` (or `uv run dvc repro check`) and commit the result"
+
+
 @pytest.mark.parametrize("model, needs, not_needed", [
     ("dbn", {"genbench/models/rbm.py", "genbench/models/ais.py"}, {"genbench/models/nets.py"}),
     ("gan", {"genbench/models/adversarial.py", "genbench/models/parzen.py", "genbench/models/nets.py"}, {"genbench/models/ais.py"}),
