@@ -181,6 +181,11 @@ def manifest_text(codes: list[str], root: str | Path = REPO_ROOT) -> str:
                    for f in manifest_files(codes, root))
 
 
+def manifest_paths(manifest: str | Path) -> list[str]:
+    """The files a code manifest lists (its `sha256  path` lines)."""
+    return [line.split("  ", 1)[1] for line in Path(manifest).read_text().splitlines() if line]
+
+
 def params_text(params: dict[str, Any]) -> str:
     """params.yaml's values as the JSON the stages' `params:` point DVC at (parsed once per run, not per stage)."""
     return json.dumps(params, sort_keys=True, indent=1) + "\n"
@@ -446,11 +451,11 @@ def check_declared(kind: str, dataset: str | None, model: str | None, root: str 
         raise ConfigError(f"{pipeline} has no stage '{stage_name}': run `uv run genbench pipelines`")
     declared = set()
     for dep in (d for d in stage.get("deps", []) if isinstance(d, str)):
-        if dep.startswith(f"{CODE_DIR}/"):  # a code manifest: the files it lists (`sha256  path` lines)
+        if dep.startswith(f"{CODE_DIR}/"):  # a code manifest: the files it lists
             manifest = root / dep
             if not manifest.exists():
                 raise ConfigError(f"{manifest} is missing: run `uv run dvc repro check`, which writes it")
-            declared |= {line.split("  ", 1)[1] for line in manifest.read_text().splitlines() if line}
+            declared |= set(manifest_paths(manifest))
         else:
             declared.add(dep)
     used = set()

@@ -9,8 +9,8 @@ import yaml
 
 from genbench.config import ConfigError, load_params
 from genbench.dvc_pipelines import (CODE_DIR, HARNESS, PARAMS_FILE, _imports, check_declared, check_outputs,
-                                    code_manifest, expected_files, module_files, run_check, stage_code, stage_codes,
-                                    stale_files, write_pipelines)
+                                    code_manifest, expected_files, manifest_paths, module_files, run_check,
+                                    stage_code, stage_codes, stale_files, write_pipelines)
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -84,8 +84,7 @@ def test_no_result_depends_on_the_harness(kind, model):
 
 def test_the_harness_is_no_stage_dependency_in_the_committed_pipelines():
     """Read through the committed code manifests, as DVC hashes them."""
-    codes = {str(p.relative_to(ROOT)): [line.split("  ", 1)[1] for line in p.read_text().splitlines()]
-             for p in (ROOT / CODE_DIR).glob("*.sha256")}
+    codes = {str(p.relative_to(ROOT)): manifest_paths(p) for p in (ROOT / CODE_DIR).glob("*.sha256")}
     for path in [ROOT / "dvc.yaml", *ROOT.glob("pipelines/*/dvc.yaml")]:
         for name, stage in resolved(yaml.safe_load(path.read_text())["stages"], codes).items():
             if name != "check":
